@@ -1,0 +1,1 @@
+"""The decoder-only backbone: config, Flax module, KV cache, checkpoint conversion."""
