@@ -28,11 +28,32 @@ def mesh_config() -> ml_collections.ConfigDict:
   return c
 
 
+def data_config() -> ml_collections.ConfigDict:
+  """Where the interactions and item text come from, and how they are prepared."""
+  c = ml_collections.ConfigDict()
+  c.format = "synthetic"  # 'synthetic' | 'lcrec' | 'recbole' | 'p5' | 'movielens' | 'amazon_raw'
+  c.path = ""  # source folder (unused for 'synthetic')
+  c.name = ""  # dataset name inside the folder, where it holds several
+  c.max_history = 20  # most recent items kept in a prompt
+  return c
+
+
+def sid_config() -> ml_collections.ConfigDict:
+  """Semantic-ID tokenizer of the items."""
+  c = ml_collections.ConfigDict()
+  c.method = "rqvae"  # 'rqvae' | 'rqkmeans'
+  c.levels = 3  # residual quantization levels
+  c.codebook_size = 256  # codes per level
+  return c
+
+
 def base_config() -> ml_collections.ConfigDict:
   """The config every stage starts from; a stage file sets `stage` and adjusts fields."""
   c = ml_collections.ConfigDict()
   c.stage = ""  # which job `lasar_jax.main` runs (set by each configs/<stage>.py)
   c.seed = 0  # seed of every random choice of the run
   c.model = model_config()
+  c.data = data_config()
+  c.sid = sid_config()
   c.mesh = mesh_config()
   return c

@@ -1,0 +1,22 @@
+"""Test setup: 8 simulated CPU devices, set before anything imports jax."""
+
+import os
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                           " --xla_force_host_platform_device_count=8").strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pathlib  # noqa: E402
+
+import pytest  # noqa: E402
+
+SHARED_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture
+def shared_data() -> pathlib.Path:
+  """../shared/data beside the repository; tests that use it skip when it is absent."""
+  if not SHARED_DATA.is_dir():
+    pytest.skip(f"shared data folder {SHARED_DATA} is absent")
+  return SHARED_DATA
