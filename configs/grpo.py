@@ -1,0 +1,19 @@
+"""The end-to-end job: data, Semantic IDs, SFT stages, GRPO and evaluation, in one command.
+
+  python -m lasar_jax.main --config=configs/grpo.py --workdir=workdir
+  python -m lasar_jax.main --config=configs/grpo.py --config.data.format=lcrec \
+      --config.data.path=../shared/data/amazon2014_office --config.data.name=Office_Products
+
+Stages finished in the workdir are reused. Today the chain holds the stages built so far
+(`lasar_jax.pipeline.CHAIN`).
+"""
+
+from lasar_jax.configs import common
+
+
+def get_config(variant: str = ""):
+  """Config of the end-to-end job; `configs/grpo.py:tiny` is the smallest variant."""
+  del variant
+  config = common.base_config()
+  config.stage = "grpo"
+  return config

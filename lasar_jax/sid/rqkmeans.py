@@ -1,0 +1,68 @@
+"""Residual quantization with k-means codebooks (RQ-KMeans), and nearest-code residual quantization.
+
+Shape letters: N points (items), L levels, K codes per level, D dimensions.
+Level l quantizes the residual r_l = x - sum_{m<l} e_m, where e_m is the code chosen at level m.
+"""
+
+import typing
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lasar_jax.sid import kmeans as kmeans_lib
+
+
+class QuantizerFit(typing.NamedTuple):
+  """What a SID quantizer hands to collision handling and stats (all NumPy)."""
+
+  codes: np.ndarray  # [N, L] int32 code of each item at each level
+  last_cost: np.ndarray  # [N, K] float32 squared distance of the last residual to each last-level code
+  history: dict  # training curves or fit summaries (lists of floats), for reports
+
+
+@jax.jit
+def residual_quantize(x_nd: jax.Array, codebooks_lkd: jax.Array):
+  """Nearest-code residual quantization with fixed codebooks.
+
+  Returns (codes [N, L] int32, quantized [N, D] = sum of chosen codes, residuals [L, N, D] entering
+  each level, last-level squared distances [N, K]).
+  """
+  def level(r_nd, c_kd):
+    d_nk = kmeans_lib.squared_distances(r_nd, c_kd)
+    code_n = kmeans_lib.nearest_assign(d_nk)
+    return r_nd - c_kd[code_n], (code_n, r_nd, d_nk)
+
+  last_r_nd, (codes_ln, residuals_lnd, d_lnk) = jax.lax.scan(level, x_nd, codebooks_lkd)
+  return codes_ln.T, x_nd - last_r_nd, residuals_lnd, d_lnk[-1]
+
+
+def residual_kmeans(key: jax.Array, x_nd: jax.Array, levels: int, k: int, num_iters: int,
+                    balanced: bool = False, init: str = "kmeans++"):
+  """k-means on each level's residual in turn (level l from `fold_in(key, l)`).
+
+  Returns (codebooks [L, K, D], codes [N, L] int32, last-level squared distances [N, K]).
+  With `balanced`, every level's clusters have sizes N // K or N // K + 1 (see kmeans.py).
+  """
+  r_nd = x_nd
+  codebooks, codes = [], []
+  for l in range(levels):
+    c_kd, code_n = kmeans_lib.kmeans(jax.random.fold_in(key, l), r_nd, k, num_iters, balanced, init)
+    if l == levels - 1:
+      last_cost_nk = kmeans_lib.squared_distances(r_nd, c_kd)
+    codebooks.append(c_kd)
+    codes.append(code_n)
+    r_nd = r_nd - c_kd[code_n]
+  return jnp.stack(codebooks), jnp.stack(codes, axis=1), last_cost_nk
+
+
+def fit_rqkmeans(embeddings_nd: np.ndarray, cfg, seed: int) -> QuantizerFit:
+  """RQ-KMeans directly on the item embeddings, per `cfg` (a `sid_config()`)."""
+  x_nd = jnp.asarray(embeddings_nd, jnp.float32)
+  codebooks_lkd, codes_nl, last_cost_nk = residual_kmeans(
+      jax.random.key(seed), x_nd, cfg.levels, cfg.codebook_size, cfg.kmeans_iters, cfg.balanced,
+      cfg.kmeans_init)
+  quantized_nd = jnp.sum(jnp.take_along_axis(codebooks_lkd, codes_nl.T[:, :, None], axis=1), axis=0)
+  mse = float(jnp.mean(jnp.sum((x_nd - quantized_nd) ** 2, axis=-1)))
+  return QuantizerFit(np.asarray(codes_nl, np.int32), np.asarray(last_cost_nk, np.float32),
+                      {"quantization_error": [mse]})
