@@ -62,7 +62,7 @@ def fit_rqkmeans(embeddings_nd: np.ndarray, cfg, seed: int) -> QuantizerFit:
   codebooks_lkd, codes_nl, last_cost_nk = residual_kmeans(
       jax.random.key(seed), x_nd, cfg.levels, cfg.codebook_size, cfg.kmeans_iters, cfg.balanced,
       cfg.kmeans_init)
-  quantized_nd = jnp.sum(jnp.take_along_axis(codebooks_lkd, codes_nl.T[:, :, None], axis=1), axis=0)
+  quantized_nd = jnp.sum(jax.vmap(lambda c_kd, code_n: c_kd[code_n])(codebooks_lkd, codes_nl.T), 0)
   mse = float(jnp.mean(jnp.sum((x_nd - quantized_nd) ** 2, axis=-1)))
   return QuantizerFit(np.asarray(codes_nl, np.int32), np.asarray(last_cost_nk, np.float32),
                       {"quantization_error": [mse]})
