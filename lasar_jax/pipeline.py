@@ -4,24 +4,13 @@ A stage whose outputs are already complete in the workdir is reused, not recompu
 can be resumed with the same command.
 """
 
-import json
-import os
 import pathlib
-import tempfile
 
 import ml_collections
 
+from lasar_jax import atomic
 from lasar_jax import backbone as backbone_lib
 from lasar_jax import reporting
-
-
-def write_json_atomic(path: pathlib.Path, payload) -> None:
-  """Writes JSON to a temporary sibling file, then renames it over `path`."""
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-  with os.fdopen(fd, "w") as f:
-    json.dump(payload, f, indent=2, sort_keys=True)
-  os.replace(tmp, path)
 
 
 def run_backbone(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
@@ -34,7 +23,7 @@ def run_backbone(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> di
       "vocab_size": cfg.vocab_size, "dtype": cfg.dtype, "source": config.model.source,
       **backbone_lib.smoke_forward(model),
   }
-  write_json_atomic(workdir / "backbone" / "summary.json", summary)
+  atomic.write_json(workdir / "backbone" / "summary.json", summary)
   return summary
 
 
