@@ -8,31 +8,17 @@ import pathlib
 
 import ml_collections
 
-from lasar_jax import atomic
-from lasar_jax import backbone as backbone_lib
 from lasar_jax import reporting
-
-
-def run_backbone(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
-  """Builds the backbone, runs one compiled forward pass, writes WORKDIR/backbone/summary.json."""
-  model = backbone_lib.build_backbone(config.model, config.seed)
-  cfg = model.cfg
-  summary = {
-      "architecture": cfg.architecture, "parameters": cfg.num_params, "layers": cfg.num_layers,
-      "hidden_size": cfg.hidden_size, "heads": f"{cfg.num_heads}q/{cfg.num_kv_heads}kv",
-      "vocab_size": cfg.vocab_size, "dtype": cfg.dtype, "source": config.model.source,
-      **backbone_lib.smoke_forward(model),
-  }
-  atomic.write_json(workdir / "backbone" / "summary.json", summary)
-  return summary
+from lasar_jax.stages import backbone_stage, sid_stage
 
 
 # Stage name -> function(config, workdir) -> summary dict.
 STAGES = {
-    "backbone": run_backbone,
+    "backbone": backbone_stage.run,
+    "sid": sid_stage.run,
 }
 # What the end-to-end job runs, in order (grows as stages are added).
-CHAIN = ("backbone",)
+CHAIN = ("sid",)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, dict]:

@@ -1,0 +1,1 @@
+"""One module per stage of the chain; each exposes `run(config, workdir) -> summary dict`."""
