@@ -31,10 +31,23 @@ def mesh_config() -> ml_collections.ConfigDict:
 def data_config() -> ml_collections.ConfigDict:
   """Where the interactions and item text come from, and how they are prepared."""
   c = ml_collections.ConfigDict()
-  c.format = "synthetic"  # 'synthetic' | 'lcrec' | 'recbole' | 'p5' | 'movielens' | 'amazon_raw'
+  c.format = "synthetic"  # synthetic | lcrec | recbole | p5 | movielens | amazon_raw | minionerec
   c.path = ""  # source folder (unused for 'synthetic')
   c.name = ""  # dataset name inside the folder, where it holds several
   c.max_history = 20  # most recent items kept in a prompt
+  c.min_interactions = 3  # users with fewer are dropped (leave-one-out needs train, valid, test)
+  c.missing_text = "drop"  # interactions with items lacking metadata: 'drop' (counted) | 'keep'
+  c.kcore = 5  # amazon_raw: iterative k-core, users and items with fewer interactions go (0: off)
+  c.max_description_chars = 256  # description characters kept in an item's text for embedding
+  c.synthetic = ml_collections.ConfigDict()  # the generated default dataset ('synthetic' format)
+  c.synthetic.num_items = 600  # catalog size
+  c.synthetic.num_users = 1200  # users, one sequence each
+  c.synthetic.min_length = 6  # shortest user sequence
+  c.synthetic.max_length = 20  # longest user sequence
+  c.synthetic.brand_loyalty = 0.85  # chance to buy the user's favourite brand of the department
+  c.synthetic.attribute_continuity = 0.8  # chance to keep the variant chosen before in a category
+  c.synthetic.repeat_prob = 0.05  # chance to buy again an item already bought
+  c.synthetic.seed = -1  # generator seed; -1 uses config.seed
   return c
 
 
@@ -44,6 +57,47 @@ def sid_config() -> ml_collections.ConfigDict:
   c.method = "rqvae"  # 'rqvae' | 'rqkmeans'
   c.levels = 3  # residual quantization levels
   c.codebook_size = 256  # codes per level
+  c.collision = "extra_level"  # 'extra_level' (TIGER: append a level) | 'balanced_last' (free last codes)
+  c.kmeans_init = "kmeans++"  # k-means seeding: 'kmeans++' | 'random'
+  c.kmeans_iters = 25  # Lloyd iterations per k-means (RQ-KMeans levels and RQ-VAE codebook init)
+  c.balanced = False  # rqkmeans: equal-size clusters per level (greedy capacity-constrained)
+  c.latent_dim = 32  # rqvae: latent width quantized by the codebooks
+  c.hidden_dims = (512, 256, 128)  # rqvae: encoder MLP widths (the decoder mirrors them)
+  c.beta = 0.25  # rqvae: commitment weight
+  c.epochs = 60  # rqvae: passes over the items
+  c.batch_size = 1024  # rqvae: items per step; <= 0 = full batch
+  c.learning_rate = 1e-3  # rqvae: AdamW learning rate
+  c.weight_decay = 1e-4  # rqvae: AdamW weight decay
+  c.dead_code_every = 50  # rqvae: re-seed codes unused for this many steps from the batch; 0 = never
+  c.embed_max_length = 128  # item text tokens embedded (longer texts are truncated)
+  c.embed_batch_size = 64  # items per jitted embedding batch
+  return c
+
+
+def train_config() -> ml_collections.ConfigDict:
+  """Optimizer, batching, logging and checkpointing of a training stage (`lasar_jax.train`)."""
+  c = ml_collections.ConfigDict()
+  c.steps = 1000  # optimizer updates of the stage
+  c.batch_size = 32  # examples per optimizer update, over all processes (split into grad_accum micro-batches)
+  c.grad_accum = 1  # micro-batches accumulated per update (optax.MultiSteps); 1 = off
+  c.buckets = (64, 128, 256)  # padded sequence lengths: a batch is padded to the smallest that fits
+  c.padding_side = "right"  # where padding goes: 'right' | 'left'
+  c.truncation = "none"  # examples longer than the largest bucket: 'none' (error) | 'left' | 'right' (side cut)
+  c.learning_rate = 3e-4  # peak learning rate
+  c.schedule = "cosine"  # after warmup: 'cosine' (decay to final_lr_fraction) | 'constant'
+  c.warmup_steps = 100  # linear warmup from 0, in optimizer updates
+  c.final_lr_fraction = 0.1  # cosine: final learning rate as a fraction of the peak
+  c.b1 = 0.9  # AdamW first-moment decay
+  c.b2 = 0.95  # AdamW second-moment decay
+  c.eps = 1e-8  # AdamW denominator epsilon
+  c.weight_decay = 0.01  # AdamW decoupled weight decay
+  c.no_decay = "norm|bias"  # regex over 'a/b/c' parameter paths exempt from weight decay
+  c.grad_clip = 1.0  # clip gradients to this global norm; 0 = off
+  c.log_every = 10  # optimizer updates between metrics.jsonl / TensorBoard rows
+  c.checkpoint_every = 200  # optimizer updates between checkpoints (one is also written at the end)
+  c.keep_checkpoints = 3  # most recent checkpoints kept on disk
+  c.async_checkpointing = True  # write checkpoints in the background while training goes on
+  c.data_threads = 2  # grain threads preparing batches ahead of the step
   return c
 
 
@@ -56,4 +110,5 @@ def base_config() -> ml_collections.ConfigDict:
   c.data = data_config()
   c.sid = sid_config()
   c.mesh = mesh_config()
+  c.train = train_config()
   return c
