@@ -9,6 +9,7 @@ import dataclasses
 import re
 from typing import Callable
 
+import ml_dtypes  # noqa: F401  (registers bfloat16 with NumPy)
 import numpy as np
 
 from lasar_jax.model.config import ModelConfig
@@ -275,7 +276,7 @@ def params_from_hf(tensors: dict[str, np.ndarray], cfg: ModelConfig, source: str
   rotary `inv_freq` buffers some exports carry. A tied checkpoint that also stores `lm_head.weight`
   is accepted when that tensor equals the embedding.
   """
-  dtype = np.dtype(dtype or cfg.param_dtype) if (dtype or cfg.param_dtype) != "bfloat16" else None
+  dtype = np.dtype(dtype or cfg.param_dtype)  # NumPy knows 'bfloat16' once ml_dtypes is imported
   check_hf_tensors({k: v.shape for k, v in tensors.items()}, cfg, source)
   known = set(expected_hf_shapes(cfg))
   for name in tensors:
@@ -293,7 +294,7 @@ def params_from_hf(tensors: dict[str, np.ndarray], cfg: ModelConfig, source: str
                         for i in range(cfg.num_layers)])
     else:
       value = rule.to_ours(np.asarray(tensors[rule.hf_name]), cfg)
-    _set_path(params, rule.path, value.astype(dtype) if dtype is not None else value)
+    _set_path(params, rule.path, value.astype(dtype))
   return params
 
 

@@ -15,7 +15,7 @@ import shutil
 import struct
 import tempfile
 
-import ml_dtypes  # registers bfloat16 with NumPy, which safetensors needs to read BF16 tensors
+import ml_dtypes  # noqa: F401  (registers bfloat16 with NumPy: safetensors reads BF16 through it)
 import numpy as np
 import safetensors
 import safetensors.numpy
@@ -62,8 +62,9 @@ def _weight_files(directory: pathlib.Path) -> tuple[pathlib.Path, dict[pathlib.P
       shards.setdefault(directory / shard, []).append(name)
     for shard, names in shards.items():
       if not shard.is_file():
-        raise CheckpointError(f"{shard}: shard listed in {index_path.name} is missing "
-                              f"(it holds tensor {names[0]!r} and {len(names) - 1} more)")
+        more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+        raise CheckpointError(f"{shard}: shard listed in {index_path.name} is missing (it holds "
+                              f"{', '.join(repr(n) for n in names[:3])}{more})")
     return index_path, shards
   single = directory / WEIGHTS_FILE
   if not single.is_file():
@@ -154,11 +155,6 @@ def _read_tensors(locations: dict[str, tuple[pathlib.Path, tuple[int, ...]]]) ->
   return tensors
 
 
-def _numpy_dtype(name: str) -> np.dtype:
-  """NumPy dtype of a config dtype name ('bfloat16' comes from ml_dtypes)."""
-  return np.dtype(ml_dtypes.bfloat16 if name == "bfloat16" else name)
-
-
 def load_hf_dir(path, **overrides) -> tuple[ModelConfig, dict]:
   """(config, NumPy params) from a local Hugging Face checkpoint directory.
 
@@ -175,7 +171,7 @@ def load_hf_dir(path, **overrides) -> tuple[ModelConfig, dict]:
   locations = _tensor_locations(shards)
   _check_tensors(locations, cfg, listing)
   tensors = _read_tensors(locations)
-  params = convert.params_from_hf(tensors, cfg, str(listing), dtype=_numpy_dtype(cfg.param_dtype))
+  params = convert.params_from_hf(tensors, cfg, str(listing))
   return cfg, params
 
 
@@ -194,7 +190,7 @@ def load_tokenizer(path):
 
 def _write_dir(directory: pathlib.Path, params: dict, cfg: ModelConfig, tokenizer) -> None:
   """Writes config.json, model.safetensors (in the config's param dtype) and the tokenizer."""
-  dtype = _numpy_dtype(cfg.param_dtype)
+  dtype = np.dtype(cfg.param_dtype)
   tensors = {name: np.ascontiguousarray(value.astype(dtype))
              for name, value in convert.params_to_hf(params, cfg).items()}
   (directory / CONFIG_FILE).write_text(json.dumps(convert.config_to_hf(cfg), indent=2) + "\n")
