@@ -64,7 +64,7 @@ def sid_config() -> ml_collections.ConfigDict:
   c.latent_dim = 32  # rqvae: latent width quantized by the codebooks
   c.hidden_dims = (512, 256, 128)  # rqvae: encoder MLP widths (the decoder mirrors them)
   c.beta = 0.25  # rqvae: commitment weight
-  c.epochs = 60  # rqvae: passes over the items
+  c.epochs = 30  # rqvae: passes over the items
   c.batch_size = 1024  # rqvae: items per step; <= 0 = full batch
   c.learning_rate = 1e-3  # rqvae: AdamW learning rate
   c.weight_decay = 1e-4  # rqvae: AdamW weight decay

@@ -42,7 +42,7 @@ def kmeanspp_init(key: jax.Array, x_nd: jax.Array, k: int) -> jax.Array:
 
 
 def random_init(key: jax.Array, x_nd: jax.Array, k: int) -> jax.Array:
-  """k distinct points drawn uniformly (with replacement only when there are fewer than k). [K, D]"""
+  """k distinct points drawn uniformly (with replacement only when fewer than k exist). [K, D]"""
   n = x_nd.shape[0]
   return x_nd[jax.random.choice(key, n, (k,), replace=n < k)]
 

@@ -4,6 +4,7 @@ Shape letters: N points (items), L levels, K codes per level, D dimensions.
 Level l quantizes the residual r_l = x - sum_{m<l} e_m, where e_m is the code chosen at level m.
 """
 
+import functools
 import typing
 
 import jax
@@ -17,7 +18,7 @@ class QuantizerFit(typing.NamedTuple):
   """What a SID quantizer hands to collision handling and stats (all NumPy)."""
 
   codes: np.ndarray  # [N, L] int32 code of each item at each level
-  last_cost: np.ndarray  # [N, K] float32 squared distance of the last residual to each last-level code
+  last_cost: np.ndarray  # [N, K] float32 squared distance of the last residual to each last code
   history: dict  # training curves or fit summaries (lists of floats), for reports
 
 
@@ -25,35 +26,33 @@ class QuantizerFit(typing.NamedTuple):
 def residual_quantize(x_nd: jax.Array, codebooks_lkd: jax.Array):
   """Nearest-code residual quantization with fixed codebooks.
 
-  Returns (codes [N, L] int32, quantized [N, D] = sum of chosen codes, residuals [L, N, D] entering
-  each level, last-level squared distances [N, K]).
+  Returns (codes [N, L] int32, residuals [L, N, D] entering each level, last-level squared
+  distances [N, K]).
   """
   def level(r_nd, c_kd):
-    d_nk = kmeans_lib.squared_distances(r_nd, c_kd)
-    code_n = kmeans_lib.nearest_assign(d_nk)
-    return r_nd - c_kd[code_n], (code_n, r_nd, d_nk)
+    code_n = kmeans_lib.nearest_assign(kmeans_lib.squared_distances(r_nd, c_kd))
+    return r_nd - c_kd[code_n], (code_n, r_nd)
 
-  last_r_nd, (codes_ln, residuals_lnd, d_lnk) = jax.lax.scan(level, x_nd, codebooks_lkd)
-  return codes_ln.T, x_nd - last_r_nd, residuals_lnd, d_lnk[-1]
+  _, (codes_ln, residuals_lnd) = jax.lax.scan(level, x_nd, codebooks_lkd)
+  last_cost_nk = kmeans_lib.squared_distances(residuals_lnd[-1], codebooks_lkd[-1])
+  return codes_ln.T, residuals_lnd, last_cost_nk
 
 
+@functools.partial(jax.jit, static_argnames=("levels", "k", "num_iters", "balanced", "init"))
 def residual_kmeans(key: jax.Array, x_nd: jax.Array, levels: int, k: int, num_iters: int,
                     balanced: bool = False, init: str = "kmeans++"):
-  """k-means on each level's residual in turn (level l from `fold_in(key, l)`).
+  """k-means on each level's residual in turn (level l from `fold_in(key, l)`), under `lax.scan`.
 
   Returns (codebooks [L, K, D], codes [N, L] int32, last-level squared distances [N, K]).
   With `balanced`, every level's clusters have sizes N // K or N // K + 1 (see kmeans.py).
   """
-  r_nd = x_nd
-  codebooks, codes = [], []
-  for l in range(levels):
+  def level(r_nd, l):
     c_kd, code_n = kmeans_lib.kmeans(jax.random.fold_in(key, l), r_nd, k, num_iters, balanced, init)
-    if l == levels - 1:
-      last_cost_nk = kmeans_lib.squared_distances(r_nd, c_kd)
-    codebooks.append(c_kd)
-    codes.append(code_n)
-    r_nd = r_nd - c_kd[code_n]
-  return jnp.stack(codebooks), jnp.stack(codes, axis=1), last_cost_nk
+    return r_nd - c_kd[code_n], (c_kd, code_n, r_nd)
+
+  _, (codebooks_lkd, codes_ln, residuals_lnd) = jax.lax.scan(level, x_nd, jnp.arange(levels))
+  last_cost_nk = kmeans_lib.squared_distances(residuals_lnd[-1], codebooks_lkd[-1])
+  return codebooks_lkd, codes_ln.T, last_cost_nk
 
 
 def fit_rqkmeans(embeddings_nd: np.ndarray, cfg, seed: int) -> QuantizerFit:
