@@ -12,6 +12,7 @@ row, is therefore invisible, and RoPE positions (given by the caller, usually `c
 stay contiguous over the real tokens of each row.
 """
 
+import functools
 import math
 
 import flax
@@ -261,8 +262,12 @@ class Decoder(nn.Module):
     return logits_btv, hidden_btd, new_cache
 
 
+@functools.partial(jax.jit, static_argnums=0)
 def init_params(cfg: ModelConfig, key: jax.Array):
-  """Randomly initialized parameters (boxed with logical axes: see `lasar_jax.model.sharding`)."""
+  """Randomly initialized parameters, boxed with logical axes (see `lasar_jax.sharding`).
+
+  Jitted: one compile per config, far faster than running the initializers eagerly.
+  """
   tokens = jnp.zeros((1, 1), jnp.int32)
   variables = Decoder(cfg).init(key, tokens, positions=tokens, mask=tokens == 0)
   return variables["params"]
