@@ -1,0 +1,1 @@
+"""Latent reasoning (METHOD.md sections 4, 5): latent loop, KL alignment, Policy Head."""
