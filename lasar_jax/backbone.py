@@ -52,10 +52,10 @@ def build_backbone(model_config: ml_collections.ConfigDict, seed: int, workdir=N
     vocab_digest = hashlib.sha256(str(sorted(tokenizer.get_vocab().items())).encode()).hexdigest()
     key = f"scratch:{model_config.preset}:seed{seed}:{cfg.param_dtype}:{vocab_digest[:16]}"
     return Backbone(cfg, params, tokenizer, key)
-  from lasar_jax.model.loading import load_pretrained  # local: pulls in transformers
+  from lasar_jax.model.loading import checkpoint_path, load_pretrained  # local: transformers
 
   pretrained = load_pretrained(model_config.checkpoint, **runtime)
-  key = f"{_file_identity(str(pretrained.path))}:{pretrained.cfg.param_dtype}"
+  key = f"{_file_identity(checkpoint_path(model_config.checkpoint))}:{pretrained.cfg.param_dtype}"
   return Backbone(pretrained.cfg, pretrained.params, pretrained.tokenizer, key)
 
 

@@ -9,16 +9,17 @@ import pathlib
 import ml_collections
 
 from lasar_jax import reporting
-from lasar_jax.stages import backbone_stage, sid_stage
+from lasar_jax.stages import backbone_stage, ground_stage, sid_stage
 
 
 # Stage name -> function(config, workdir) -> summary dict.
 STAGES = {
     "backbone": backbone_stage.run,
     "sid": sid_stage.run,
+    "stage1": ground_stage.run,
 }
 # What the end-to-end job runs, in order (grows as stages are added).
-CHAIN = ("sid",)
+CHAIN = ("sid", "stage1")
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, dict]:

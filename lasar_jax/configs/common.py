@@ -101,6 +101,19 @@ def train_config() -> ml_collections.ConfigDict:
   return c
 
 
+def sft_config() -> ml_collections.ConfigDict:
+  """Supervised stages: Stage-1 task mixture and per-stage step counts."""
+  c = ml_collections.ConfigDict()
+  c.tasks = ml_collections.ConfigDict()  # Stage-1 mixture: expected copies per training sample / item
+  c.tasks.history_to_sid = 1.0  # history (SIDs) -> next SID, per training sample
+  c.tasks.title_history_to_sid = 0.0  # history (titles + SIDs) -> next SID, per training sample
+  c.tasks.title_to_sid = 2.0  # title -> SID, per item
+  c.tasks.sid_to_title = 1.0  # SID -> title, per item
+  c.max_title_tokens = 24  # title tokens kept in prompts and responses
+  c.stage1_steps = 0  # Stage-1 optimizer updates; 0 = config.train.steps
+  return c
+
+
 def base_config() -> ml_collections.ConfigDict:
   """The config every stage starts from; a stage file sets `stage` and adjusts fields."""
   c = ml_collections.ConfigDict()
@@ -109,6 +122,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model = model_config()
   c.data = data_config()
   c.sid = sid_config()
+  c.sft = sft_config()
   c.mesh = mesh_config()
   c.train = train_config()
   return c

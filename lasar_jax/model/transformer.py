@@ -271,3 +271,8 @@ def init_params(cfg: ModelConfig, key: jax.Array):
   tokens = jnp.zeros((1, 1), jnp.int32)
   variables = Decoder(cfg).init(key, tokens, positions=tokens, mask=tokens == 0)
   return variables["params"]
+
+
+def logical_specs(cfg: ModelConfig):
+  """Logical axis names of every parameter (a pytree of PartitionSpecs), without allocating."""
+  return nn.get_partition_spec(jax.eval_shape(lambda: init_params(cfg, jax.random.key(0))))

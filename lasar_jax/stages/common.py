@@ -1,11 +1,15 @@
 """Pieces several stages share: the prepared data and the backbone of a run."""
 
+import hashlib
+import json
 import pathlib
 
 import ml_collections
 
 from lasar_jax import backbone as backbone_lib
 from lasar_jax.data.prepare import PreparedData, prepare
+
+SUMMARY_FILE = "summary.json"  # written last by a stage; its fingerprint marks the stage complete
 
 
 def prepared_data(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> PreparedData:
@@ -18,3 +22,27 @@ def text_backbone(config: ml_collections.ConfigDict, workdir: pathlib.Path,
   """The run's backbone before any SFT; a scratch one gets a tokenizer trained on the item text."""
   return backbone_lib.build_backbone(config.model, config.seed, workdir=workdir,
                                      corpus=[str(t) for t in data.item_texts])
+
+
+def fingerprint(*parts) -> str:
+  """Short digest of JSON-able parts (config sections, upstream fingerprints, seed)."""
+  payload = json.dumps([p.to_dict() if isinstance(p, ml_collections.ConfigDict) else p
+                        for p in parts], sort_keys=True, default=str)
+  return hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+
+def finished_summary(stage_dir: pathlib.Path, key: str) -> dict | None:
+  """The summary of a stage finished with inputs `key`, or None (never run, or other inputs)."""
+  path = stage_dir / SUMMARY_FILE
+  if not path.is_file():
+    return None
+  summary = json.loads(path.read_text())
+  return summary if summary.get("fingerprint") == key else None
+
+
+def stage_train_config(config: ml_collections.ConfigDict, steps: int) -> ml_collections.ConfigDict:
+  """`config.train` with the stage's own step count when it sets one (> 0)."""
+  train = ml_collections.ConfigDict(config.train.to_dict())
+  if steps > 0:
+    train.steps = steps
+  return train

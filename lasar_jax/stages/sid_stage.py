@@ -31,7 +31,7 @@ def load_codes(workdir: pathlib.Path) -> np.ndarray:
 
 def summarize(stats: dict) -> dict:
   """The headline figures of the stage, with per-level usage flattened."""
-  summary = {k: stats[k] for k in SUMMARY_KEYS if k in stats}
+  summary = {k: stats[k] for k in SUMMARY_KEYS + ("fingerprint",) if k in stats}
   for level, usage in enumerate(stats.get("usage_per_level", [])):
     summary[f"level{level}_codes_used"] = (f"{usage['used_fraction']:.3f} "
                                            f"(perplexity {usage['perplexity']:.1f})")

@@ -1,0 +1,1 @@
+"""Supervised fine-tuning: the recommendation vocabulary, prompts, tasks and SFT stages."""

@@ -1,0 +1,45 @@
+"""Stage 1, SID grounding (`configs/sft_ground.py`): multi-task SFT, loss on response tokens only.
+
+Starts from the run's backbone with SID and special tokens added; writes WORKDIR/stage1/
+(checkpoints, metrics.jsonl, tensorboard/, model/ (a Hugging Face directory), rec_vocab.json,
+summary.json).
+"""
+
+import pathlib
+
+import ml_collections
+
+from lasar_jax import atomic
+from lasar_jax.model import transformer
+from lasar_jax.sft import prompts, rec_model, tasks
+from lasar_jax.sft.losses import response_loss_fn
+from lasar_jax.stages import common, sid_stage
+from lasar_jax.train import loop
+
+STAGE = "stage1"
+
+
+def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
+  """Trains (or reuses) the Stage-1 model."""
+  sid_summary = sid_stage.run(config, workdir)
+  out_dir = workdir / STAGE
+  key = common.fingerprint(sid_summary.get("fingerprint"), config.model, config.sft,
+                           common.stage_train_config(config, config.sft.stage1_steps), config.seed)
+  done = common.finished_summary(out_dir, key)
+  if done is not None and rec_model.is_saved(out_dir):
+    print(f"reusing Stage 1 in {out_dir}")
+    return done
+  data = common.prepared_data(config, workdir)
+  rec = rec_model.extend_for_recommendation(common.text_backbone(config, workdir, data),
+                                            sid_stage.load_codes(workdir))
+  pieces = prompts.make_pieces(rec.tokenizer, data.titles, config.sft.max_title_tokens)
+  examples, counts = tasks.stage1_examples(data, pieces, rec.vocab, config.sft.tasks, config.seed)
+  state, summary = loop.train(
+      response_loss_fn(rec.cfg), rec.params, examples,
+      common.stage_train_config(config, config.sft.stage1_steps), seed=config.seed,
+      stage_dir=out_dir, pad_values={"tokens": rec.vocab.pad_id, "loss_mask": False},
+      mesh_config=config.mesh, logical_specs=transformer.logical_specs(rec.cfg))
+  rec_model.save_rec_model(rec, state.params, out_dir)
+  summary = {**summary, **{f"examples_{t}": n for t, n in counts.items()}, "fingerprint": key}
+  atomic.write_json(out_dir / common.SUMMARY_FILE, summary)
+  return summary
