@@ -34,18 +34,28 @@ def write_jsonl(path, rows) -> None:
   write_text(path, "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows))
 
 
-def save_npy(path, array: np.ndarray) -> None:
-  """Saves a NumPy array, atomically."""
+def _write_binary(path, write) -> None:
+  """Calls `write(file)` on a temporary sibling, then renames it over `path`."""
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npy")
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
   try:
     with os.fdopen(fd, "wb") as f:
-      np.save(f, array)
+      write(f)
     os.replace(tmp, path)
   except BaseException:
     pathlib.Path(tmp).unlink(missing_ok=True)
     raise
+
+
+def save_npy(path, array: np.ndarray) -> None:
+  """Saves a NumPy array, atomically."""
+  _write_binary(path, lambda f: np.save(f, array))
+
+
+def save_npz(path, arrays: dict[str, np.ndarray]) -> None:
+  """Saves named NumPy arrays as one .npz, atomically."""
+  _write_binary(path, lambda f: np.savez(f, **arrays))
 
 
 @contextlib.contextmanager

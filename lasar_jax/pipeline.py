@@ -9,7 +9,7 @@ import pathlib
 import ml_collections
 
 from lasar_jax import reporting
-from lasar_jax.stages import backbone_stage, ground_stage, sid_stage
+from lasar_jax.stages import backbone_stage, ground_stage, latent_stage, sid_stage
 
 
 # Stage name -> function(config, workdir) -> summary dict.
@@ -17,9 +17,10 @@ STAGES = {
     "backbone": backbone_stage.run,
     "sid": sid_stage.run,
     "stage1": ground_stage.run,
+    "stage2": latent_stage.run,
 }
 # What the end-to-end job runs, in order (grows as stages are added).
-CHAIN = ("sid", "stage1")
+CHAIN = ("sid", "stage1", "stage2")
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, dict]:
@@ -33,5 +34,5 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, dict]:
                      f"known: {', '.join(list(STAGES) + ['grpo'])}")
   summaries = {name: STAGES[name](config, workdir) for name in names}
   for name, summary in summaries.items():
-    reporting.print_table(f"{name} ({workdir / name})", summary)
+    reporting.print_table(f"{name} ({workdir})", summary)
   return summaries

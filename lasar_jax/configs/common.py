@@ -114,6 +114,37 @@ def sft_config() -> ml_collections.ConfigDict:
   return c
 
 
+def reasoning_config() -> ml_collections.ConfigDict:
+  """How the model reasons before the SID (METHOD section 5) and the Stage-2 loss weights."""
+  c = ml_collections.ConfigDict()
+  c.mode = "lasar"  # 'none' | 'pause' | 'cot' | 'latent' | 'lasar'
+  c.max_depth = 4  # K_max: latent steps the scan runs (rows stop at their own depth)
+  c.fixed_depth = 3  # 'latent' mode: every row takes this many steps (Coconut)
+  c.num_pause = 4  # 'pause' mode: learned pause tokens between prompt and SID (PauseRec)
+  c.projection = True  # latent modes: learned projection of a fed-back hidden state (identity init)
+  c.policy_hidden = 256  # Policy Head MLP width
+  c.lambda_kl = 1.0  # 'lasar': weight of the step-wise bidirectional KL to the CoT anchors
+  c.lambda_pol = 0.1  # 'lasar': weight of the Policy Head's depth cross entropy
+  c.tau = 1.0  # softmax temperature of the BKL
+  c.remat = True  # rematerialize each latent step in the backward pass
+  c.stage2_steps = 0  # Stage-2 optimizer updates; 0 = config.train.steps
+  return c
+
+
+def cot_config() -> ml_collections.ConfigDict:
+  """CoT rationales of the training samples and their hidden-state anchors (`lasar_jax.cot`)."""
+  c = ml_collections.ConfigDict()
+  c.source = "template"  # 'template' (item metadata) | 'llm' (instruction LM, cached) | 'file' (JSONL)
+  c.path = ""  # file source: JSONL, one {"user", "target", "steps"} line per sample
+  c.max_steps = 4  # K_max: most steps per rationale (a longer one keeps its first K_max-1 and last)
+  c.min_steps = 1  # template: fewest steps (earlier purchases are added as steps to reach it)
+  c.llm_checkpoint = ""  # llm source: '' = the run's backbone; else HF dir, .gguf path or 'smollm2'
+  c.llm_max_new_tokens = 96  # llm source: tokens generated per rationale
+  c.max_step_tokens = 32  # tokens kept per step (a longer step is truncated)
+  c.template_mentions_target = True  # template: a last step names the target's category/brand
+  return c
+
+
 def base_config() -> ml_collections.ConfigDict:
   """The config every stage starts from; a stage file sets `stage` and adjusts fields."""
   c = ml_collections.ConfigDict()
@@ -123,6 +154,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.data = data_config()
   c.sid = sid_config()
   c.sft = sft_config()
+  c.cot = cot_config()
+  c.reasoning = reasoning_config()
   c.mesh = mesh_config()
   c.train = train_config()
   return c

@@ -9,9 +9,12 @@ CHOICES = {
     "model.param_dtype": ("float32", "bfloat16"),
     "data.format": ("synthetic", "lcrec", "recbole", "p5", "movielens", "amazon_raw", "minionerec"),
     "sid.method": ("rqvae", "rqkmeans"),
+    "reasoning.mode": ("none", "pause", "cot", "latent", "lasar"),
+    "cot.source": ("template", "llm", "file"),
 }
 # Keys whose value must be a positive integer.
-POSITIVE = ("data.max_history", "sid.levels", "sid.codebook_size")
+POSITIVE = ("data.max_history", "sid.levels", "sid.codebook_size", "reasoning.max_depth",
+            "reasoning.num_pause")
 
 
 class ConfigError(ValueError):
@@ -44,6 +47,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
                       f"{', '.join(PRESETS)}")
   if config.model.source in ("hf", "gguf") and not config.model.checkpoint:
     raise ConfigError(f"--config.model.source={config.model.source!r} needs --config.model.checkpoint")
+  if "reasoning" in config and not 0 <= config.reasoning.fixed_depth <= config.reasoning.max_depth:
+    raise ConfigError(f"--config.reasoning.fixed_depth={config.reasoning.fixed_depth} must be in "
+                      f"0..reasoning.max_depth ({config.reasoning.max_depth})")
   for axis in ("data", "fsdp", "tensor"):
     size = config.mesh[axis]
     if size == 0 or size < -1:

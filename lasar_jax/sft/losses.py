@@ -1,8 +1,12 @@
 """Loss functions of the supervised stages, as `(params, batch, rng) -> (loss, metrics)`."""
 
+import jax.numpy as jnp
+import ml_collections
+
 from lasar_jax import losses
 from lasar_jax.model import transformer
 from lasar_jax.model.config import ModelConfig
+from lasar_jax.reasoning import alignment, latent, policy_head
 
 
 def response_loss_fn(cfg: ModelConfig):
@@ -17,5 +21,43 @@ def response_loss_fn(cfg: ModelConfig):
     target_mask_bt = batch["loss_mask"][:, 1:] & mask_bt[:, 1:]
     ce, metrics = losses.token_cross_entropy(logits_btv[:, :-1], tokens_bt[:, 1:], target_mask_bt)
     return ce, {"response_ce": ce, "token_accuracy": metrics["accuracy"]}
+
+  return loss_fn
+
+
+def latent_loss_fn(cfg: ModelConfig, reasoning: ml_collections.ConfigDict, aligned: bool):
+  """Loss of the latent modes over `{backbone, projection?, policy?}` params.
+
+  `latent` (aligned=False): CE of the SID after `depth` latent steps. `lasar` (aligned=True):
+  `sid_ce + lambda_kl * bkl + lambda_pol * policy_ce` (METHOD section 4, Stage 2), where bkl
+  aligns latent step k with CoT anchor k for k < min(depth, num_anchors) and the Policy Head
+  learns the rationale length from the prompt's last hidden state.
+  """
+  model = transformer.Decoder(cfg)
+  head = policy_head.PolicyHead(reasoning.max_depth, reasoning.policy_hidden)
+
+  def loss_fn(params, batch, rng):
+    del rng
+    suffix_bs = batch["suffix"]
+    suffix_mask_bs = jnp.ones_like(suffix_bs, bool)
+    out = latent.latent_forward(
+        params["backbone"], cfg, batch["prompt"], batch["mask"], batch["depth"], suffix_bs,
+        suffix_mask_bs, reasoning.max_depth, params.get("projection"), remat=reasoning.remat)
+    sid_ce, metrics = losses.token_cross_entropy(out.suffix_logits_bsv[:, :-1], suffix_bs[:, 1:],
+                                                 suffix_mask_bs[:, 1:])
+    terms = {"sid_ce": sid_ce, "sid_token_accuracy": metrics["accuracy"]}
+    loss = sid_ce
+    if aligned:
+      head_fn = lambda h: model.apply({"params": params["backbone"]}, h,  # noqa: E731
+                                      method=transformer.Decoder.logits)
+      steps_k = jnp.arange(reasoning.max_depth)
+      aligned_bk = steps_k[None, :] < jnp.minimum(batch["depth"], batch["num_anchors"])[:, None]
+      bkl, _ = alignment.bidirectional_kl(out.latent_hidden_bkd, batch["anchors"], head_fn,
+                                          reasoning.tau, aligned_bk)
+      depth_logits = head.apply({"params": params["policy"]}, out.prompt_hidden_bd)
+      policy_ce, policy_metrics = policy_head.policy_loss(depth_logits, batch["depth"])
+      loss = loss + reasoning.lambda_kl * bkl + reasoning.lambda_pol * policy_ce
+      terms.update(bkl=bkl, policy_ce=policy_ce, policy_accuracy=policy_metrics["accuracy"])
+    return loss, terms
 
   return loss_fn

@@ -6,6 +6,7 @@ import pathlib
 
 import ml_collections
 
+from lasar_jax import atomic
 from lasar_jax import backbone as backbone_lib
 from lasar_jax.data.prepare import PreparedData, prepare
 
@@ -46,3 +47,18 @@ def stage_train_config(config: ml_collections.ConfigDict, steps: int) -> ml_coll
   if steps > 0:
     train.steps = steps
   return train
+
+
+def claim_stage_dir(stage_dir: pathlib.Path, key: str) -> None:
+  """Marks `stage_dir` as holding the run with inputs `key`.
+
+  A directory left by a run with other inputs (another mode, other data) would make the
+  resumed checkpoint wrong; it is refused with a clear message instead of being overwritten.
+  """
+  marker = stage_dir / "inputs.json"
+  if marker.is_file():
+    previous = json.loads(marker.read_text()).get("fingerprint")
+    if previous != key and (stage_dir / "checkpoints").exists():
+      raise RuntimeError(f"{stage_dir} holds a run with other settings (inputs {previous}, now "
+                         f"{key}); delete it or use another --workdir")
+  atomic.write_json(marker, {"fingerprint": key})

@@ -29,6 +29,7 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
   if done is not None and rec_model.is_saved(out_dir):
     print(f"reusing Stage 1 in {out_dir}")
     return done
+  common.claim_stage_dir(out_dir, key)
   data = common.prepared_data(config, workdir)
   rec = rec_model.extend_for_recommendation(common.text_backbone(config, workdir, data),
                                             sid_stage.load_codes(workdir))

@@ -1,0 +1,146 @@
+"""Stage 2 (`configs/sft_latent.py`): SFT of the reasoning mode `config.reasoning.mode`.
+
+Starts from the Stage-1 model. `lasar` (the chain's default) writes WORKDIR/stage2/; every other
+mode writes WORKDIR/stage2_<mode>/ beside it, so all modes can share one workdir's SIDs and
+Stage 1. Outputs: checkpoints, metrics.jsonl, tensorboard/, model/ (Hugging Face directory),
+rec_vocab.json, reasoning_params.npz (latent projection, Policy Head), summary.json.
+"""
+
+import pathlib
+
+import flax.linen as nn
+import jax
+import ml_collections
+import numpy as np
+from flax import traverse_util
+
+from lasar_jax import atomic
+from lasar_jax.model import transformer
+from lasar_jax.reasoning import latent, policy_head
+from lasar_jax.sft import prompts, rec_model, stage2_examples
+from lasar_jax.sft.losses import latent_loss_fn, response_loss_fn
+from lasar_jax.stages import common, ground_stage
+from lasar_jax.train import loop
+
+REASONING_PARAMS_FILE = "reasoning_params.npz"
+
+
+def stage_name(mode: str) -> str:
+  """Directory name of Stage 2 for `mode`."""
+  return "stage2" if mode == "lasar" else f"stage2_{mode}"
+
+
+def save_reasoning_params(params: dict, path: pathlib.Path) -> None:
+  """Writes the non-backbone parameters (projection, policy head) as a flat .npz, atomically."""
+  flat = traverse_util.flatten_dict(jax.device_get(params), sep="/")
+  atomic.save_npz(path, {k: np.asarray(v) for k, v in flat.items()})
+
+
+def load_reasoning_params(path: pathlib.Path) -> dict:
+  """Reads what `save_reasoning_params` wrote (an empty dict when the mode has none)."""
+  if not path.is_file():
+    return {}
+  with np.load(path) as npz:
+    return traverse_util.unflatten_dict({k: npz[k] for k in npz.files}, sep="/")
+
+
+def _anchor_inputs(config, workdir, data, rec, prompt_list, model_key: str):
+  """Per-sample rationale step tokens (and, for lasar, anchors and their counts) of the train split."""
+  from lasar_jax import cot  # TODO(now): top-level once lasar_jax.cot lands
+
+  rationales = cot.rationales_for_split(config.cot, data, "train", config.seed,
+                                        workdir / "cache" / "cot", llm=rec)
+  step_tokens = cot.tokenize_steps(rec.tokenizer, rationales, config.cot.max_step_tokens)
+  if config.reasoning.mode != "lasar":
+    return step_tokens, None, None
+  anchors, num_steps = cot.cached_anchors(
+      workdir / "cache" / "anchors", model_key, rec.cfg, rec.params, prompt_list, rec.vocab.bot_id, step_tokens, config.reasoning.max_depth)
+  return step_tokens, anchors, num_steps
+
+
+def build_examples(config, workdir, data, rec, model_key: str) -> list[dict]:
+  """Stage-2 examples of the configured mode, one per training sample.
+
+  `model_key` identifies the Stage-1 model the anchors are extracted with (for their cache).
+  """
+  mode, reasoning = config.reasoning.mode, config.reasoning
+  pieces = prompts.make_pieces(rec.tokenizer, data.titles, config.sft.max_title_tokens)
+  train = data.train
+  prompt_list = [prompts.history_prompt(train.history(i), pieces, rec.vocab)
+                 for i in range(len(train))]
+  step_tokens = anchors = num_steps = None
+  if mode in ("cot", "lasar"):
+    step_tokens, anchors, num_steps = _anchor_inputs(config, workdir, data, rec, prompt_list,
+                                                     model_key)
+  examples = []
+  for i, prompt in enumerate(prompt_list):
+    target = int(train.targets[i])
+    if mode in stage2_examples.TOKEN_MODES:
+      examples.append(stage2_examples.token_mode_example(
+          mode, prompt, target, rec.vocab, reasoning.num_pause,
+          step_tokens[i] if step_tokens is not None else None))
+    elif mode == "latent":
+      examples.append(stage2_examples.latent_example(prompt, target, rec.vocab,
+                                                     reasoning.fixed_depth))
+    else:
+      depth = int(num_steps[i])
+      examples.append(stage2_examples.latent_example(prompt, target, rec.vocab, depth,
+                                                     anchors[i], depth))
+  return examples
+
+
+def init_trainable(config, rec) -> tuple[dict, dict, object]:
+  """(params, logical specs, loss_fn) of the mode: backbone alone, or with projection / head."""
+  mode, reasoning = config.reasoning.mode, config.reasoning
+  backbone_specs = transformer.logical_specs(rec.cfg)
+  if mode in stage2_examples.TOKEN_MODES:
+    return rec.params, backbone_specs, response_loss_fn(rec.cfg)
+  key_projection, key_policy = jax.random.split(jax.random.key(config.seed))
+  boxed = {}
+  if reasoning.projection:
+    boxed["projection"] = latent.init_projection(rec.cfg, key_projection)
+  if mode == "lasar":
+    head = policy_head.PolicyHead(reasoning.max_depth, reasoning.policy_hidden)
+    boxed["policy"] = policy_head.init_policy_head(head, key_policy, rec.cfg.hidden_size)
+  params = {"backbone": rec.params, **nn.meta.unbox(boxed)}
+  specs = {"backbone": backbone_specs, **nn.get_partition_spec(boxed)}
+  return params, specs, latent_loss_fn(rec.cfg, reasoning, aligned=mode == "lasar")
+
+
+def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
+  """Trains (or reuses) Stage 2 of the configured reasoning mode."""
+  mode = config.reasoning.mode
+  stage1 = ground_stage.run(config, workdir)
+  out_dir = workdir / stage_name(mode)
+  train_config = common.stage_train_config(config, config.reasoning.stage2_steps)
+  uses_cot = mode in ("cot", "lasar")
+  key = common.fingerprint(stage1["fingerprint"], config.reasoning,
+                           config.cot if uses_cot else None, train_config, config.seed)
+  done = common.finished_summary(out_dir, key)
+  if done is not None and rec_model.is_saved(out_dir):
+    print(f"reusing Stage 2 ({mode}) in {out_dir}")
+    return done
+  common.claim_stage_dir(out_dir, key)
+  data = common.prepared_data(config, workdir)
+  rec = rec_model.load_rec_model(workdir / ground_stage.STAGE, dtype=config.model.dtype,
+                                 param_dtype=config.model.param_dtype)
+  examples = build_examples(config, workdir, data, rec, stage1["fingerprint"])
+  params, specs, loss_fn = init_trainable(config, rec)
+  padded = "tokens" if mode in stage2_examples.TOKEN_MODES else "prompt"
+  pad_values = {padded: rec.vocab.pad_id}
+  if padded == "tokens":
+    pad_values["loss_mask"] = False
+  state, summary = loop.train(loss_fn, params, examples, train_config, seed=config.seed,
+                              stage_dir=out_dir, pad_values=pad_values, mesh_config=config.mesh,
+                              logical_specs=specs)
+  backbone = state.params if padded == "tokens" else state.params["backbone"]
+  rec_model.save_rec_model(rec, backbone, out_dir)
+  if padded == "prompt":
+    save_reasoning_params({k: v for k, v in state.params.items() if k != "backbone"},
+                          out_dir / REASONING_PARAMS_FILE)
+  depths = [int(e["depth"]) for e in examples if "depth" in e]
+  summary = {**summary, "mode": mode, "examples": len(examples), "fingerprint": key}
+  if depths:
+    summary["avg_target_depth"] = float(np.mean(depths))
+  atomic.write_json(out_dir / common.SUMMARY_FILE, summary)
+  return summary
