@@ -1,0 +1,1 @@
+"""Evaluation (METHOD.md section 6): ranking metrics, an independent file scorer, baselines."""

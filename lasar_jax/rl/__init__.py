@@ -1,0 +1,1 @@
+"""RL with GRPO (METHOD.md section 4): advantages, clipped surrogate, KL estimators, rewards."""
