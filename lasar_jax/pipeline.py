@@ -9,7 +9,7 @@ import pathlib
 import ml_collections
 
 from lasar_jax import reporting
-from lasar_jax.stages import backbone_stage, ground_stage, latent_stage, sid_stage
+from lasar_jax.stages import backbone_stage, eval_stage, ground_stage, latent_stage, sid_stage
 
 
 # Stage name -> function(config, workdir) -> summary dict.
@@ -18,6 +18,7 @@ STAGES = {
     "sid": sid_stage.run,
     "stage1": ground_stage.run,
     "stage2": latent_stage.run,
+    "eval": eval_stage.run,
 }
 # What the end-to-end job runs, in order (grows as stages are added).
 CHAIN = ("sid", "stage1", "stage2")

@@ -145,6 +145,18 @@ def cot_config() -> ml_collections.ConfigDict:
   return c
 
 
+def eval_config() -> ml_collections.ConfigDict:
+  """Evaluation protocol (METHOD section 6)."""
+  c = ml_collections.ConfigDict()
+  c.splits = ("valid", "test")  # leave-one-out splits scored
+  c.beam_width = 20  # constrained beam search width = length of each ranked list
+  c.batch_size = 64  # users per jitted inference batch
+  c.ks = (1, 5, 10, 20)  # cutoffs of Recall@K and NDCG@K
+  c.max_rationale_tokens = 64  # 'cot': longest generated rationale before <eot> is forced
+  c.max_users = 0  # score only the first N users of a split (0 = all); for quick checks
+  return c
+
+
 def base_config() -> ml_collections.ConfigDict:
   """The config every stage starts from; a stage file sets `stage` and adjusts fields."""
   c = ml_collections.ConfigDict()
@@ -156,6 +168,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.sft = sft_config()
   c.cot = cot_config()
   c.reasoning = reasoning_config()
+  c.eval = eval_config()
   c.mesh = mesh_config()
   c.train = train_config()
   return c

@@ -41,6 +41,11 @@ def finished_summary(stage_dir: pathlib.Path, key: str) -> dict | None:
   return summary if summary.get("fingerprint") == key else None
 
 
+def write_summary(stage_dir: pathlib.Path, summary: dict) -> None:
+  """Writes the stage summary (with its fingerprint) last, atomically: it marks the stage done."""
+  atomic.write_json(stage_dir / SUMMARY_FILE, summary)
+
+
 def stage_train_config(config: ml_collections.ConfigDict, steps: int) -> ml_collections.ConfigDict:
   """`config.train` with the stage's own step count when it sets one (> 0)."""
   train = ml_collections.ConfigDict(config.train.to_dict())

@@ -9,7 +9,6 @@ import pathlib
 
 import ml_collections
 
-from lasar_jax import atomic
 from lasar_jax.model import transformer
 from lasar_jax.sft import prompts, rec_model, tasks
 from lasar_jax.sft.losses import response_loss_fn
@@ -42,5 +41,5 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
       mesh_config=config.mesh, logical_specs=transformer.logical_specs(rec.cfg))
   rec_model.save_rec_model(rec, state.params, out_dir)
   summary = {**summary, **{f"examples_{t}": n for t, n in counts.items()}, "fingerprint": key}
-  atomic.write_json(out_dir / common.SUMMARY_FILE, summary)
+  common.write_summary(out_dir, summary)
   return summary

@@ -142,5 +142,5 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
   summary = {**summary, "mode": mode, "examples": len(examples), "fingerprint": key}
   if depths:
     summary["avg_target_depth"] = float(np.mean(depths))
-  atomic.write_json(out_dir / common.SUMMARY_FILE, summary)
+  common.write_summary(out_dir, summary)
   return summary

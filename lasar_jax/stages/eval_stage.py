@@ -1,0 +1,79 @@
+"""Stage `eval` (`configs/eval.py`): Recall@K / NDCG@K of the trained models, with a most-popular
+baseline, ranked lists exported as JSONL.
+
+The final model (GRPO when it has been trained in the workdir, else Stage 2 of the configured
+mode) is scored into WORKDIR/eval/; every other finished training stage of the run is scored into
+WORKDIR/<stage>/eval/, so the summary compares them side by side. A scored model is not scored
+again unless it changed (its stage fingerprint) or the eval config did.
+"""
+
+import json
+import pathlib
+
+import ml_collections
+
+from lasar_jax import evaluation, inference
+from lasar_jax.sft import rec_model
+from lasar_jax.stages import common, ground_stage, latent_stage, sid_stage
+
+SUMMARY_METRICS = ("recall@10", "ndcg@10", "recall@20", "ndcg@20", "avg_depth",
+                   "latency_ms_per_user")
+
+
+def candidates(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> list[tuple]:
+  """(name, model dir, reasoning mode, eval dir) of every finished stage, final model first."""
+  mode = config.reasoning.mode
+  found = []
+  grpo_dir = workdir / "grpo"
+  stage2_dir = workdir / latent_stage.stage_name(mode)
+  stage1_dir = workdir / ground_stage.STAGE
+  for name, directory, stage_mode in (("grpo", grpo_dir, mode), (stage2_dir.name, stage2_dir, mode),
+                                      ("stage1", stage1_dir, "none")):
+    if (directory / common.SUMMARY_FILE).is_file() and rec_model.is_saved(directory):
+      found.append((name, directory, stage_mode))
+  if not found:
+    raise FileNotFoundError(f"no trained model in {workdir}: run configs/sft_ground.py, "
+                            "configs/sft_latent.py or configs/grpo.py first")
+  final_name, final_dir, final_mode = found[0]
+  return ([(final_name, final_dir, final_mode, workdir / "eval")] +
+          [(n, d, m, d / "eval") for n, d, m in found[1:]])
+
+
+def evaluate_stage(config, workdir, data, codes, model_dir, mode, out_dir) -> dict:
+  """Scores one trained model (reusing earlier scores of the same model and eval config)."""
+  stage_key = json.loads((model_dir / common.SUMMARY_FILE).read_text())["fingerprint"]
+  key = common.fingerprint(stage_key, mode, config.eval, config.reasoning)
+  done = common.finished_summary(out_dir, key)
+  if done is not None:
+    return done
+  rec = rec_model.load_rec_model(model_dir, dtype=config.model.dtype)
+  reasoning_params = latent_stage.load_reasoning_params(model_dir / latent_stage.REASONING_PARAMS_FILE)
+  reasoning = ml_collections.ConfigDict(config.reasoning.to_dict())
+  reasoning.mode = mode
+  spec = inference.reasoning_spec(reasoning, rec.vocab, config.eval.max_rationale_tokens)
+  results = evaluation.evaluate(rec, reasoning_params, spec, codes, data, config.eval,
+                                config.sft.max_title_tokens, out_dir)
+  summary = {"model": str(model_dir), "mode": mode, "fingerprint": key,
+             **{f"{split}_{k}": v for split, m in results.items() for k, v in m.items()
+                if k in SUMMARY_METRICS},
+             **{f"{split}_most_popular_{k}": m["most_popular"][k] for split, m in results.items()
+                for k in ("recall@10", "ndcg@10")}}
+  common.write_summary(out_dir, summary)
+  return summary
+
+
+def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
+  """Scores every finished model of the run; returns the final model's summary with the others'
+  headline figures."""
+  data = common.prepared_data(config, workdir)
+  sid_stage.run(config, workdir)
+  codes = sid_stage.load_codes(workdir)
+  summary = {}
+  for index, (name, model_dir, mode, out_dir) in enumerate(candidates(config, workdir)):
+    result = evaluate_stage(config, workdir, data, codes, model_dir, mode, out_dir)
+    if index == 0:
+      summary.update(result)
+    else:
+      summary.update({f"{name}_{k}": v for k, v in result.items()
+                      if k.startswith("test_") and "most_popular" not in k})
+  return summary
