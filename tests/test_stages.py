@@ -33,6 +33,7 @@ def tiny_config():
   config.train.checkpoint_every = 100
   config.train.buckets = (64, 128, 256)
   config.reasoning.max_depth = 3
+  config.cot.max_steps = 3
   config.reasoning.fixed_depth = 2
   config.reasoning.num_pause = 2
   config.reasoning.policy_hidden = 32

@@ -134,7 +134,7 @@ def reasoning_config() -> ml_collections.ConfigDict:
 def cot_config() -> ml_collections.ConfigDict:
   """CoT rationales of the training samples and their hidden-state anchors (`lasar_jax.cot`)."""
   c = ml_collections.ConfigDict()
-  c.source = "template"  # 'template' (item metadata) | 'llm' (instruction LM, cached) | 'file' (JSONL)
+  c.source = "template"  # 'template' (item metadata) | 'llm' (LM-written, cached) | 'file' (JSONL)
   c.path = ""  # file source: JSONL, one {"user", "target", "steps"} line per sample
   c.max_steps = 4  # K_max: most steps per rationale (a longer one keeps its first K_max-1 and last)
   c.min_steps = 1  # template: fewest steps (earlier purchases are added as steps to reach it)
@@ -157,6 +157,28 @@ def eval_config() -> ml_collections.ConfigDict:
   return c
 
 
+def grpo_config() -> ml_collections.ConfigDict:
+  """GRPO with the adaptive-depth Policy Head after Stage 2 (METHOD section 4, `lasar_jax.rl`)."""
+  c = ml_collections.ConfigDict()
+  c.group_size = 4  # G: rollouts per prompt (advantages are normalized within each group)
+  c.prompts_per_step = 16  # prompts per update, over all processes (divisible by data x fsdp)
+  c.steps = 200  # GRPO updates (one rollout batch each)
+  c.learning_rate = 1e-5  # peak learning rate (the other optimizer settings come from config.train)
+  c.temperature = 1.0  # SID sampling temperature of the rollouts
+  c.clip_eps = 0.2  # PPO ratio clip range: ratio kept in [1 - eps, 1 + eps]
+  c.beta_kl = 1e-3  # weight of the KL to the frozen Stage-2 reference
+  c.kl_kind = "k3"  # per-token KL estimator: 'k1' | 'k2' | 'k3'
+  c.lambda_term = 0.1  # 'lasar': weight of the terminal BKL(final latent hidden, last CoT anchor)
+  c.lambda_step = 0.1  # 'lasar': Policy Head reward is r - lambda_step * d / K_max (cost per step)
+  c.policy_weight = 1.0  # 'lasar': weight of the Policy Head's REINFORCE loss
+  c.exact_reward = 1.0  # reward of sampling the target item
+  c.prefix_credit = ()  # reward when exactly m leading codes match (m = 0..L'-1); () = exact only
+  c.aggregation = "token_mean"  # token loss reduction: 'token_mean' | 'sequence_mean'
+  c.log_every = 10  # updates between metrics.jsonl / TensorBoard rows
+  c.checkpoint_every = 100  # updates between checkpoints (one is also written at the end)
+  return c
+
+
 def base_config() -> ml_collections.ConfigDict:
   """The config every stage starts from; a stage file sets `stage` and adjusts fields."""
   c = ml_collections.ConfigDict()
@@ -169,6 +191,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.cot = cot_config()
   c.reasoning = reasoning_config()
   c.eval = eval_config()
+  c.grpo = grpo_config()
   c.mesh = mesh_config()
   c.train = train_config()
   return c

@@ -50,6 +50,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if "reasoning" in config and not 0 <= config.reasoning.fixed_depth <= config.reasoning.max_depth:
     raise ConfigError(f"--config.reasoning.fixed_depth={config.reasoning.fixed_depth} must be in "
                       f"0..reasoning.max_depth ({config.reasoning.max_depth})")
+  if "cot" in config and config.cot.max_steps > config.reasoning.max_depth:
+    raise ConfigError(f"--config.cot.max_steps={config.cot.max_steps} exceeds "
+                      f"--config.reasoning.max_depth={config.reasoning.max_depth}: each rationale "
+                      "step needs a latent step to align with")
   for axis in ("data", "fsdp", "tensor"):
     size = config.mesh[axis]
     if size == 0 or size < -1:

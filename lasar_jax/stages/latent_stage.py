@@ -15,6 +15,8 @@ import numpy as np
 from flax import traverse_util
 
 from lasar_jax import atomic
+from lasar_jax.cot import anchors as anchors_lib
+from lasar_jax.cot import sources as cot_sources
 from lasar_jax.model import transformer
 from lasar_jax.reasoning import latent, policy_head
 from lasar_jax.sft import prompts, rec_model, stage2_examples
@@ -46,15 +48,17 @@ def load_reasoning_params(path: pathlib.Path) -> dict:
 
 def _anchor_inputs(config, workdir, data, rec, prompt_list, model_key: str):
   """Per-sample rationale step tokens (and, for lasar, anchors and their counts) of the train split."""
-  from lasar_jax import cot  # TODO(now): top-level once lasar_jax.cot lands
-
-  rationales = cot.rationales_for_split(config.cot, data, "train", config.seed,
-                                        workdir / "cache" / "cot", llm=rec)
-  step_tokens = cot.tokenize_steps(rec.tokenizer, rationales, config.cot.max_step_tokens)
+  llm = None
+  if config.cot.source == "llm":
+    llm = cot_sources.rationale_llm(config.cot, common.text_backbone(config, workdir, data))
+  rationales = cot_sources.rationales_for_split(config.cot, data, "train", config.seed,
+                                                workdir / "cache" / "cot", llm=llm)
+  step_tokens = anchors_lib.tokenize_steps(rec.tokenizer, rationales, config.cot.max_step_tokens)
   if config.reasoning.mode != "lasar":
     return step_tokens, None, None
-  anchors, num_steps = cot.cached_anchors(
-      workdir / "cache" / "anchors", model_key, rec.cfg, rec.params, prompt_list, rec.vocab.bot_id, step_tokens, config.reasoning.max_depth)
+  anchors, num_steps = anchors_lib.cached_anchors(
+      workdir / "cache" / "anchors", model_key, rec.cfg, rec.params, prompt_list,
+      rec.vocab.bot_id, step_tokens, config.reasoning.max_depth)
   return step_tokens, anchors, num_steps
 
 

@@ -1,0 +1,1 @@
+"""CoT rationales of the training samples and their hidden-state anchors (METHOD.md section 4)."""
