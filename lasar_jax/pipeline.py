@@ -21,7 +21,7 @@ STAGES = {
     "eval": eval_stage.run,
 }
 # What the end-to-end job runs, in order (grows as stages are added).
-CHAIN = ("sid", "stage1", "stage2")
+CHAIN = ("sid", "stage1", "stage2", "eval")
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, dict]:
