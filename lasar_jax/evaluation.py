@@ -23,10 +23,11 @@ from lasar_jax.sid import trie as trie_lib
 
 
 def prompt_bucket(length: int, smallest: int = 32) -> int:
-  """Power-of-two padded length (at least `smallest`) of a prompt block."""
+  """Padded length of a prompt block: the first of 32, 48, 64, 96, 128, 192, ... that fits
+  (steps of 1.5x and 2x alternate: little padding, few compiled shapes)."""
   bucket = smallest
   while bucket < length:
-    bucket *= 2
+    bucket = bucket * 3 // 2 if bucket & (bucket - 1) == 0 else bucket * 4 // 3
   return bucket
 
 

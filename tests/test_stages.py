@@ -78,3 +78,33 @@ def test_stage2_mode_trains(workdir, mode):
     assert 1 <= summary["avg_target_depth"] <= config.reasoning.max_depth
   # a second run with the same config reuses the finished stage
   assert pipeline.run(config, str(workdir))["stage2"]["fingerprint"] == summary["fingerprint"]
+
+
+def test_eval_metrics_equal_independent_scorer(workdir):
+  from lasar_jax.data.prepare import load_prepared
+  from lasar_jax.eval import scorer
+
+  config = tiny_config()
+  config.stage = "eval"
+  config.reasoning.mode = "lasar"
+  config.eval.beam_width = 10
+  config.eval.ks = (1, 5, 10)
+  config.eval.batch_size = 16
+  pipeline.run(config, str(workdir))
+  data = load_prepared(workdir / "data")
+  for split_name in ("valid", "test"):
+    split = data.split(split_name)
+    targets = {str(data.user_ids[u]): str(data.item_ids[t])
+               for u, t in zip(split.users, split.targets)}
+    path = workdir / "eval" / f"{split_name}_predictions.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(rows) == len(targets)
+    assert all(len(row["items"]) == 10 and len(set(row["items"])) == 10 for row in rows)
+    written = json.loads((workdir / "eval" / f"{split_name}_metrics.json").read_text())
+    independent = scorer.score_predictions_file(path, targets, ks=(1, 5, 10))
+    for key, value in independent.items():
+      assert written[key] == pytest.approx(value, abs=1e-12), key
+    assert 0 <= written["avg_depth"] <= config.reasoning.max_depth
+    assert sum(written["depth_histogram"]) == len(targets)
+  # the earlier stages were scored beside the final model
+  assert (workdir / "stage1" / "eval" / "test_metrics.json").is_file()
