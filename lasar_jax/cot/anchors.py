@@ -11,9 +11,7 @@ cached on disk under a key made of the model's identity and the exact token sequ
 
 import functools
 import hashlib
-import os
 import pathlib
-import tempfile
 
 import jax
 import jax.numpy as jnp
