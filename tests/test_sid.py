@@ -242,3 +242,19 @@ def test_stats_match_direct_count():
     perplexity = np.exp(-np.sum(p * np.log(p)))
     assert stats["usage_per_level"][l]["perplexity"] == pytest.approx(perplexity)
   assert stats["usage_per_level"][1]["used_fraction"] == pytest.approx(0.8)
+
+
+def test_centering_removes_a_shared_offset_before_quantizing():
+  from lasar_jax import sid
+
+  rng = np.random.default_rng(0)
+  clusters = rng.normal(size=(4, 16))[rng.integers(0, 4, 64)] + 0.05 * rng.normal(size=(64, 16))
+  shifted = clusters + 100.0 * rng.normal(size=(1, 16))  # a large component every item shares
+  shifted /= np.linalg.norm(shifted, axis=1, keepdims=True)
+  centered = sid.center_embeddings(shifted)
+  np.testing.assert_allclose(np.linalg.norm(centered, axis=1), 1.0, atol=1e-5)
+  reference = clusters - clusters.mean(0)
+  reference /= np.linalg.norm(reference, axis=1, keepdims=True)
+  # the direction of every item relative to the others is recovered (up to the normalization)
+  assert np.corrcoef(centered.ravel(), reference.ravel())[0, 1] > 0.9
+  assert np.mean(shifted @ shifted.T) > 0.99 > np.mean(centered @ centered.T) + 0.5

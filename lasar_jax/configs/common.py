@@ -69,6 +69,7 @@ def sid_config() -> ml_collections.ConfigDict:
   c.learning_rate = 1e-3  # rqvae: AdamW learning rate
   c.weight_decay = 1e-4  # rqvae: AdamW weight decay
   c.dead_code_every = 50  # rqvae: re-seed codes unused for this many steps from the batch; 0 = never
+  c.center = True  # subtract the mean item embedding (and re-normalize) before quantizing
   c.embed_max_length = 128  # item text tokens embedded (longer texts are truncated)
   c.embed_batch_size = 64  # items per jitted embedding batch
   return c
