@@ -4,8 +4,9 @@
   python -m lasar_jax.main --config=configs/grpo.py --config.data.format=lcrec \
       --config.data.path=../shared/data/amazon2014_office --config.data.name=Office_Products
 
-Stages finished in the workdir are reused. Today the chain holds the stages built so far
-(`lasar_jax.pipeline.CHAIN`).
+Stages finished in the workdir are reused; the chain is `lasar_jax.pipeline.CHAIN`. Step counts
+are sized for a laptop CPU; raise them for real runs (`--config.sft.stage1_steps=...`,
+`--config.reasoning.stage2_steps=...`).
 """
 
 from lasar_jax.configs import common
@@ -16,4 +17,6 @@ def get_config(variant: str = ""):
   del variant
   config = common.base_config()
   config.stage = "grpo"
+  config.sft.stage1_steps = 300  # CPU-sized defaults: the whole chain runs in minutes
+  config.reasoning.stage2_steps = 200
   return config
