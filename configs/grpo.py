@@ -16,7 +16,8 @@ def get_config(variant: str = ""):
   """Config of the end-to-end job; `configs/grpo.py:tiny` is the smallest variant."""
   del variant
   config = common.base_config()
-  config.stage = "grpo"
+  config.stage = "chain"
   config.sft.stage1_steps = 300  # CPU-sized defaults: the whole chain runs in minutes
   config.reasoning.stage2_steps = 200
+  config.grpo.steps = 60
   return config

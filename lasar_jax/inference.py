@@ -133,16 +133,32 @@ def policy_depth(reasoning_params: dict, spec: ReasoningSpec, h0_bd: jax.Array) 
   return head.apply({"params": reasoning_params["policy"]}, h0_bd)
 
 
-def reason(params, reasoning_params: dict, cfg: ModelConfig, spec: ReasoningSpec, prompt_bt,
-           mask_bt, extra_slots: int, depth_b=None) -> Reasoned:
-  """Runs the prompt block and the mode's reasoning. `extra_slots`: slots left for decoding.
+@flax.struct.dataclass
+class Prefilled:
+  """The prompt block in a fresh cache, before the mode's reasoning."""
 
-  `depth_b` overrides the Policy Head's argmax depth in 'lasar' (GRPO samples it).
-  """
+  h0_bd: jax.Array  # [B, D] hidden state at each row's last real prompt token (Policy Head input)
+  cache: transformer.KVCache  # prompt in slots 0..T-1; room for the reasoning and `extra_slots`
+  cache_index: jax.Array  # int32 scalar: T, the first free slot
+  pos_b: jax.Array  # [B] int32 real prompt tokens per row (RoPE position of the next token)
+
+
+def prefill_prompt(params, cfg: ModelConfig, spec: ReasoningSpec, prompt_bt, mask_bt,
+                   extra_slots: int) -> Prefilled:
+  """Runs the prompt block into a cache sized for the mode's reasoning plus `extra_slots`."""
   batch, length = prompt_bt.shape
   cache = transformer.init_cache(cfg, batch, length + spec.reasoning_slots + extra_slots)
   h0_bd, pos_b, cache = latent.prefill(params, cfg, prompt_bt, mask_bt, cache)
-  index = jnp.int32(length)
+  return Prefilled(h0_bd, cache, jnp.int32(length), pos_b)
+
+
+def reason_from_prefill(params, reasoning_params: dict, cfg: ModelConfig, spec: ReasoningSpec,
+                        prefilled: Prefilled, depth_b=None) -> Reasoned:
+  """The mode's reasoning after `prefill_prompt`. `depth_b` [B] overrides the Policy Head's argmax
+  depth in 'lasar' (GRPO samples it from `policy_depth(..., prefilled.h0_bd)`)."""
+  h0_bd, cache, pos_b = prefilled.h0_bd, prefilled.cache, prefilled.pos_b
+  index = prefilled.cache_index
+  batch = h0_bd.shape[0]
   zeros_b = jnp.zeros(batch, jnp.int32)
   if spec.mode in ("none", "pause"):
     return Reasoned(_logits(params, cfg, h0_bd), cache, index, pos_b, zeros_b, zeros_b)
@@ -160,6 +176,16 @@ def reason(params, reasoning_params: dict, cfg: ModelConfig, spec: ReasoningSpec
                            result.cache, result.next_cache_index)
   return Reasoned(logits_bv, cache, result.next_cache_index + 1, result.next_pos_b + 1,
                   depth_b.astype(jnp.int32), zeros_b)
+
+
+def reason(params, reasoning_params: dict, cfg: ModelConfig, spec: ReasoningSpec, prompt_bt,
+           mask_bt, extra_slots: int, depth_b=None) -> Reasoned:
+  """Runs the prompt block and the mode's reasoning. `extra_slots`: slots left for decoding.
+
+  `depth_b` overrides the Policy Head's argmax depth in 'lasar' (GRPO samples it).
+  """
+  prefilled = prefill_prompt(params, cfg, spec, prompt_bt, mask_bt, extra_slots)
+  return reason_from_prefill(params, reasoning_params, cfg, spec, prefilled, depth_b)
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "spec", "beam_width"))

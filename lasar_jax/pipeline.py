@@ -9,7 +9,8 @@ import pathlib
 import ml_collections
 
 from lasar_jax import reporting
-from lasar_jax.stages import backbone_stage, eval_stage, ground_stage, latent_stage, sid_stage
+from lasar_jax.stages import (backbone_stage, eval_stage, grpo_stage, ground_stage, latent_stage,
+                              sid_stage)
 
 
 # Stage name -> function(config, workdir) -> summary dict.
@@ -18,21 +19,22 @@ STAGES = {
     "sid": sid_stage.run,
     "stage1": ground_stage.run,
     "stage2": latent_stage.run,
+    "grpo": grpo_stage.run,
     "eval": eval_stage.run,
 }
 # What the end-to-end job runs, in order (grows as stages are added).
-CHAIN = ("sid", "stage1", "stage2", "eval")
+CHAIN = ("sid", "stage1", "stage2", "grpo", "eval")
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, dict]:
-  """Runs `config.stage` (or, for 'grpo', every stage of CHAIN) and prints a summary table."""
+  """Runs `config.stage` (or, for 'chain', every stage of CHAIN) and prints a summary table."""
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  names = CHAIN if config.stage == "grpo" else (config.stage,)
+  names = CHAIN if config.stage == "chain" else (config.stage,)
   unknown = [n for n in names if n not in STAGES]
   if unknown:
     raise ValueError(f"config.stage={config.stage!r}: unknown stage {unknown[0]!r}; "
-                     f"known: {', '.join(list(STAGES) + ['grpo'])}")
+                     f"known: {', '.join(list(STAGES) + ['chain'])}")
   summaries = {name: STAGES[name](config, workdir) for name in names}
   for name, summary in summaries.items():
     reporting.print_table(f"{name} ({workdir})", summary)

@@ -11,10 +11,12 @@ CHOICES = {
     "sid.method": ("rqvae", "rqkmeans"),
     "reasoning.mode": ("none", "pause", "cot", "latent", "lasar"),
     "cot.source": ("template", "llm", "file"),
+    "grpo.kl_kind": ("k1", "k2", "k3"),
+    "grpo.aggregation": ("token_mean", "sequence_mean"),
 }
 # Keys whose value must be a positive integer.
 POSITIVE = ("data.max_history", "sid.levels", "sid.codebook_size", "reasoning.max_depth",
-            "reasoning.num_pause")
+            "reasoning.num_pause", "grpo.group_size", "grpo.prompts_per_step")
 
 
 class ConfigError(ValueError):
