@@ -28,7 +28,7 @@ CHAIN = ("sid", "stage1", "stage2", "grpo", "eval")
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, dict]:
   """Runs `config.stage` (or, for 'chain', every stage of CHAIN) and prints a summary table."""
-  workdir = pathlib.Path(workdir)
+  workdir = pathlib.Path(workdir).resolve()  # orbax needs absolute checkpoint paths
   workdir.mkdir(parents=True, exist_ok=True)
   names = CHAIN if config.stage == "chain" else (config.stage,)
   unknown = [n for n in names if n not in STAGES]

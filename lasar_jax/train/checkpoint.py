@@ -7,6 +7,8 @@ carry their shardings, so each device reads only its own shards. Pattern of
 AI-Hypercomputer/maxtext `src/maxtext/common/checkpointing.py`.
 """
 
+import pathlib
+
 import grain
 import jax
 import orbax.checkpoint as ocp
@@ -24,6 +26,7 @@ def make_manager(directory, *, keep: int, async_save: bool = True) -> ocp.Checkp
   options = ocp.CheckpointManagerOptions(
       preservation_policy=ocp.checkpoint_managers.LatestN(n=keep),
       enable_async_checkpointing=async_save, create=True, cleanup_tmp_directories=True)
+  directory = pathlib.Path(directory).resolve()  # orbax refuses relative paths
   return ocp.CheckpointManager(directory, options=options, item_names=(STATE, DATA))
 
 
