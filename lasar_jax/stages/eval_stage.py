@@ -2,7 +2,8 @@
 baseline, ranked lists exported as JSONL.
 
 The final model (GRPO when it has been trained in the workdir, else Stage 2 of the configured
-mode) is scored into WORKDIR/eval/; every other finished training stage of the run is scored into
+mode) is scored into WORKDIR/eval/ (WORKDIR/eval_<mode>/ for a mode other than 'lasar', so the
+modes of one workdir keep their own scores); every other finished training stage is scored into
 WORKDIR/<stage>/eval/, so the summary compares them side by side. A scored model is not scored
 again unless it changed (its stage fingerprint) or the eval config did.
 """
@@ -14,20 +15,26 @@ import ml_collections
 
 from lasar_jax import evaluation, inference
 from lasar_jax.sft import rec_model
-from lasar_jax.stages import common, ground_stage, latent_stage, sid_stage
+from lasar_jax.stages import common, grpo_stage, ground_stage, latent_stage, sid_stage
 
 SUMMARY_METRICS = ("recall@10", "ndcg@10", "recall@20", "ndcg@20", "avg_depth",
                    "latency_ms_per_user")
+
+
+def eval_dir_name(mode: str) -> str:
+  """Directory of the final model's scores for `mode` ('eval' for 'lasar', else 'eval_<mode>')."""
+  return "eval" if mode == "lasar" else f"eval_{mode}"
 
 
 def candidates(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> list[tuple]:
   """(name, model dir, reasoning mode, eval dir) of every finished stage, final model first."""
   mode = config.reasoning.mode
   found = []
-  grpo_dir = workdir / "grpo"
+  grpo_dir = workdir / grpo_stage.stage_name(mode)
   stage2_dir = workdir / latent_stage.stage_name(mode)
   stage1_dir = workdir / ground_stage.STAGE
-  for name, directory, stage_mode in (("grpo", grpo_dir, mode), (stage2_dir.name, stage2_dir, mode),
+  for name, directory, stage_mode in ((grpo_dir.name, grpo_dir, mode),
+                                      (stage2_dir.name, stage2_dir, mode),
                                       ("stage1", stage1_dir, "none")):
     if (directory / common.SUMMARY_FILE).is_file() and rec_model.is_saved(directory):
       found.append((name, directory, stage_mode))
@@ -35,7 +42,7 @@ def candidates(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> list
     raise FileNotFoundError(f"no trained model in {workdir}: run configs/sft_ground.py, "
                             "configs/sft_latent.py or configs/grpo.py first")
   final_name, final_dir, final_mode = found[0]
-  return ([(final_name, final_dir, final_mode, workdir / "eval")] +
+  return ([(final_name, final_dir, final_mode, workdir / eval_dir_name(mode))] +
           [(n, d, m, d / "eval") for n, d, m in found[1:]])
 
 

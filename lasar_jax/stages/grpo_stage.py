@@ -1,7 +1,8 @@
 """Stage `grpo` (`configs/grpo.py`): GRPO with the adaptive-depth Policy Head after Stage 2.
 
 Starts from the Stage-2 model of `config.reasoning.mode` (backbone, latent projection, Policy
-Head), which is also the frozen KL reference; writes WORKDIR/grpo/ (checkpoints, metrics.jsonl,
+Head), which is also the frozen KL reference; writes WORKDIR/grpo/ ('lasar'; another mode writes
+WORKDIR/grpo_<mode>/, so modes share a workdir) (checkpoints, metrics.jsonl,
 tensorboard/, model/ (Hugging Face directory), rec_vocab.json, reasoning_params.npz,
 summary.json). 'lasar' aligns the final latent step with each train sample's last CoT anchor,
 read from Stage 2's anchor cache. The modes none, pause, latent and lasar are supported.
@@ -21,6 +22,11 @@ from lasar_jax.sid import trie as trie_lib
 from lasar_jax.stages import common, ground_stage, latent_stage, sid_stage
 
 STAGE = "grpo"
+
+
+def stage_name(mode: str) -> str:
+  """Directory name of GRPO for `mode`."""
+  return STAGE if mode == "lasar" else f"{STAGE}_{mode}"
 
 
 def _last_anchors(config, workdir, data, stage1_key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -69,7 +75,7 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
   rollout_lib.check_mode(mode)
   stage2 = latent_stage.run(config, workdir)
   stage1_key = ground_stage.run(config, workdir)["fingerprint"]
-  out_dir = workdir / STAGE
+  out_dir = workdir / stage_name(mode)
   key = common.fingerprint(stage2["fingerprint"], config.grpo, trainer.grpo_train_config(config),
                            config.reasoning, config.seed)
   done = common.finished_summary(out_dir, key)
