@@ -7,7 +7,7 @@ the wrong type stops the run with one line naming the key. The work itself lives
 
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -17,6 +17,9 @@ _WORKDIR = flags.DEFINE_string(
     "workdir", "workdir", "Run directory: prepared data, checkpoints, metrics and evaluation "
     "outputs are written under it; finished stages found there are reused.")
 flags.mark_flags_as_required(["config"])
+# Library INFO logs (orbax's per-checkpoint lines, jax backend probing) stay hidden unless asked for
+# with --verbosity=0; progress bars and tables are printed, not logged.
+flags.FLAGS.set_default("verbosity", logging.WARNING)
 
 
 def parse_flags(argv: list[str]) -> list[str]:

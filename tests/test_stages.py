@@ -108,3 +108,16 @@ def test_eval_metrics_equal_independent_scorer(workdir):
     assert sum(written["depth_histogram"]) == len(targets)
   # the earlier stages were scored beside the final model
   assert (workdir / "stage1" / "eval" / "test_metrics.json").is_file()
+
+
+def test_eval_of_another_mode_keeps_its_own_directory(workdir):
+  lasar_metrics = workdir / "eval" / "test_metrics.json"
+  before = lasar_metrics.read_bytes()
+  config = tiny_config()
+  config.stage = "eval"
+  config.reasoning.mode = "pause"
+  config.eval.update(beam_width=5, ks=(1, 5), batch_size=16, max_users=16)
+  pipeline.run(config, str(workdir))
+  written = json.loads((workdir / "eval_pause" / "test_metrics.json").read_text())
+  assert written["mode"] == "pause" and written["users"] == 16
+  assert lasar_metrics.read_bytes() == before  # LASAR's scores are not overwritten

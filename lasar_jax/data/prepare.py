@@ -272,13 +272,15 @@ def stats_table(stats: dict) -> str:
 
 
 def prepare(cfg, seed: int, out_dir) -> PreparedData:
-  """Reads the source `cfg` names, prepares it into `out_dir` (or reuses it), prints the stats."""
+  """Reads the source `cfg` names, prepares it into `out_dir` (or reuses it, saying so in one
+  line) and prints the stats table when it prepares."""
   out_dir = pathlib.Path(out_dir)
   key = fingerprint(cfg, seed)
   stats_path = out_dir / "stats.json"
   if stats_path.is_file() and json.loads(stats_path.read_text()).get("fingerprint") == key:
     data = load_prepared(out_dir)
-    print(f"reusing prepared data in {out_dir}\n{stats_table(data.stats)}")
+    print(f"reusing prepared data in {out_dir} ({data.stats['users']:,} users, "
+          f"{data.stats['items']:,} items)")
     return data
   data, sequence_rows = build(load_source(cfg, seed), cfg, key)
   save(data, sequence_rows, out_dir)
