@@ -1,4 +1,6 @@
-"""launch/: every script parses, passes shellcheck, documents its flags and prints what it would run.
+"""launch/ scripts parse, pass shellcheck, document their flags and print what they would run;
+docs/scaling.md holds the current output of docs/memory_table.py.
+
 
 Nothing real is started: `gcloud`, `scontrol` and `srun` are fakes on PATH that record their
 arguments.
@@ -9,6 +11,7 @@ import pathlib
 import re
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -172,3 +175,10 @@ def test_sbatch_outside_slurm_is_an_error():
   env = {k: "" for k in SLURM_ENV}
   result = _run(SBATCH, "--dry-run", env=env)
   assert result.returncode == 2 and "submit this file with sbatch" in result.stderr
+
+
+def test_scaling_doc_tables_are_the_scripts_output():
+  result = subprocess.run([sys.executable, "docs/memory_table.py"], cwd=REPO, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert result.returncode == 0, result.stderr
+  assert result.stdout.strip() in (REPO / "docs" / "scaling.md").read_text()
