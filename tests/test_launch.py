@@ -1,7 +1,6 @@
 """launch/ scripts parse, pass shellcheck, document their flags and print what they would run;
 docs/scaling.md holds the current output of docs/memory_table.py.
 
-
 Nothing real is started: `gcloud`, `scontrol` and `srun` are fakes on PATH that record their
 arguments.
 """
