@@ -13,22 +13,13 @@ import jax
 import numpy as np
 import tqdm
 
-from lasar_jax import atomic, inference
+from lasar_jax import atomic, inference, item_embeddings
 from lasar_jax.data.prepare import PreparedData
 from lasar_jax.eval import metrics as metrics_lib
 from lasar_jax.eval import popularity
 from lasar_jax.sft import prompts
 from lasar_jax.sft.rec_model import RecModel
 from lasar_jax.sid import trie as trie_lib
-
-
-def prompt_bucket(length: int, smallest: int = 32) -> int:
-  """Padded length of a prompt block: the first of 32, 48, 64, 96, 128, 192, ... that fits
-  (steps of 1.5x and 2x alternate: little padding, few compiled shapes)."""
-  bucket = smallest
-  while bucket < length:
-    bucket = bucket * 3 // 2 if bucket & (bucket - 1) == 0 else bucket * 4 // 3
-  return bucket
 
 
 def split_prompts(data: PreparedData, split_name: str, rec: RecModel, spec, max_title_tokens: int,
@@ -46,8 +37,9 @@ def rank(rec: RecModel, reasoning_params: dict, spec, trie, prompt_list, beam_wi
          batch_size: int, desc: str = "ranking") -> dict:
   """Ranked items [N, W], depths [N], rationale lengths [N] and latency of every prompt.
 
-  Batches are padded to `batch_size` rows and a power-of-two length; each shape compiles once
-  (warm-up excluded from the latency, which is wall time per user over the timed batches).
+  Batches are padded to `batch_size` rows and a bucket length (`item_embeddings.bucket_length`);
+  each shape compiles once (warm-up excluded from the latency, which is wall time per user over
+  the timed batches).
   """
   order = np.argsort([len(p) for p in prompt_list], kind="stable")
   n = len(prompt_list)
@@ -56,7 +48,8 @@ def rank(rec: RecModel, reasoning_params: dict, spec, trie, prompt_list, beam_wi
   compiled_shapes, timed_s, timed_users = set(), 0.0, 0
   for start in tqdm.trange(0, n, batch_size, desc=desc, unit="batch"):
     rows = order[start:start + batch_size]
-    width = prompt_bucket(max(len(prompt_list[r]) for r in rows))
+    width = item_embeddings.bucket_length(max(len(prompt_list[r]) for r in rows), 1 << 30,
+                                          smallest=32)
     tokens = np.full((batch_size, width), rec.vocab.pad_id, np.int32)
     mask = np.zeros((batch_size, width), bool)
     for j, r in enumerate(rows):

@@ -20,10 +20,12 @@ from lasar_jax.model.config import ModelConfig
 
 
 def bucket_length(length: int, max_length: int, smallest: int = 16) -> int:
-  """Smallest power of two >= `length` (at least `smallest`), capped at `max_length`."""
+  """Padded length of a batch: the first of `smallest` (a power of two), 1.5x, 2x, 3x, 4x, ...
+  (16, 24, 32, 48, 64, 96, ...) that holds `length`, capped at `max_length`. Steps of 1.5x and
+  4/3 alternate: at most a third of a batch is padding, and few shapes compile."""
   bucket = smallest
   while bucket < length:
-    bucket *= 2
+    bucket = bucket * 3 // 2 if bucket & (bucket - 1) == 0 else bucket * 4 // 3
   return min(bucket, max_length)
 
 

@@ -43,4 +43,9 @@ def test_cache_reuses_and_distinguishes(tmp_path):
 
 
 def test_bucket_lengths():
-  assert [item_embeddings.bucket_length(n, 128) for n in (1, 16, 17, 100, 500)] == [16, 16, 32, 128, 128]
+  lengths = (1, 16, 17, 25, 33, 49, 65, 97, 100, 129, 500)
+  expected = [16, 16, 24, 32, 48, 64, 96, 128, 128, 128, 128]
+  assert [item_embeddings.bucket_length(n, 128) for n in lengths] == expected
+  for n in range(1, 2000):  # the bucket holds n, and at most a third of it is padding
+    bucket = item_embeddings.bucket_length(n, 1 << 30)
+    assert n <= bucket and (bucket <= 16 or 3 * (bucket - n) < bucket)

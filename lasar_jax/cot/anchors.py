@@ -4,7 +4,7 @@ Each sample's sequence `[prompt, <bot>, step_1 ... step_K]` is teacher-forced th
 model (inference only: no gradient ever flows into the anchors); anchor a_k is the last-layer
 hidden state (the final-norm output, what the LM head reads) at the last token of step k.
 
-Sequences are sorted by length and run in fixed-size batches right-padded to power-of-two bucket
+Sequences are sorted by length and run in fixed-size batches right-padded to bucket
 lengths, so the jitted forward compiles once per (model config, batch size, bucket). Results are
 cached on disk under a key made of the model's identity and the exact token sequences.
 """

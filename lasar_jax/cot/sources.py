@@ -144,7 +144,7 @@ def generate_texts(llm: backbone_lib.Backbone, prompts: list[list[int]], max_new
                    batch_size: int = 16, progress: bool = True):
   """Yields (prompt indices, decoded greedy continuations) batch by batch.
 
-  Prompts are sorted by length and right-padded to power-of-two buckets (one compile per bucket);
+  Prompts are sorted by length and right-padded to bucket lengths (one compile per bucket);
   a continuation stops at the LM's end token.
   """
   eos_id = llm.cfg.eos_token_id
