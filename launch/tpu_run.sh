@@ -2,20 +2,24 @@
 # Runs `python -m lasar_jax.main` on every worker of a TPU VM (one process per host, all started
 # together; jax.distributed finds the other hosts itself on Cloud TPU).
 #
-# Usage: launch/tpu_run.sh --name=NAME --zone=ZONE --workdir=gs://BUCKET/PATH [--config=FILE]
+# Usage: launch/tpu_run.sh --name=NAME --zone=ZONE --workdir=DIR [--config=FILE]
 #                          [--project=PROJECT] [--mode=nohup|tmux|foreground] [--run-name=RUN]
 #                          [--remote-dir=DIR] [--venv=DIR] [--dry-run] [--config.KEY=VALUE ...]
 #                          [-- MAIN_FLAG ...]
 #
 # Every --config.KEY=VALUE is passed on to lasar_jax.main as a config override, and so is every
-# argument after `--`. The workdir must be one place all workers share: a gs:// bucket path.
+# argument after `--`. The workdir must be one directory all workers share: a path under the
+# bucket mount that `tpu_setup.sh --bucket=BUCKET` makes on every worker, e.g. /mnt/BUCKET/runs/x.
+# A gs:// URL is refused: lasar_jax writes its workdir with ordinary file operations, not through
+# Cloud Storage's API.
 # Each worker writes its output to ~/lasar_logs/RUN.HOSTNAME.log (and, with --mode=nohup, its
 # process id to ~/lasar_logs/RUN.HOSTNAME.pid).
 #
 # Flags (environment variable in brackets):
 #   --name=NAME           TPU VM name [TPU_NAME]; required.
 #   --zone=ZONE           zone of the TPU VM [TPU_ZONE]; required.
-#   --workdir=DIR         run directory, gs://BUCKET/PATH [LASAR_WORKDIR]; required.
+#   --workdir=DIR         run directory, absolute path on the bucket mount [LASAR_WORKDIR];
+#                         required.
 #   --config=FILE         stage config [LASAR_CONFIG]; default configs/grpo.py (the whole chain).
 #   --project=PROJECT     Google Cloud project [GCP_PROJECT]; default: gcloud's configured one.
 #   --mode=MODE           [LASAR_RUN_MODE]; default nohup:
@@ -31,7 +35,7 @@
 #   -h, --help            print this help.
 #
 # Example:
-#   launch/tpu_run.sh --name=lasar-v4 --zone=us-central2-b --workdir=gs://my-bucket/runs/office \
+#   launch/tpu_run.sh --name=lasar-v4 --zone=us-central2-b --workdir=/mnt/my-bucket/runs/office \
 #       --config.data.format=lcrec --config.data.path=data/amazon2014_office \
 #       --config.data.name=Office_Products --config.mesh.fsdp=-1 --config.mesh.data=1
 
@@ -77,8 +81,16 @@ remote_path() {
 [[ -n "$ZONE" ]] || die "--zone (or TPU_ZONE) is required"
 [[ -n "$WORKDIR" ]] || die "--workdir (or LASAR_WORKDIR) is required"
 [[ "$RUN_NAME" =~ ^[A-Za-z0-9_.-]+$ ]] || die "--run-name may hold only letters, digits, '_', '.', '-'"
-if [[ "$WORKDIR" != gs://* ]]; then
-  echo "warning: --workdir=$WORKDIR is not a gs:// path; every worker must see the same directory" >&2
+if [[ "$WORKDIR" == gs://* ]]; then
+  BUCKET_PATH="${WORKDIR#gs://}"
+  die "--workdir=$WORKDIR: lasar_jax cannot write to gs:// URLs; mount the bucket on every worker" \
+    "(tpu_setup.sh --bucket=${BUCKET_PATH%%/*}) and pass the mounted path, e.g." \
+    "--workdir=/mnt/${BUCKET_PATH%/}"
+fi
+if [[ "$WORKDIR" != /* ]]; then
+  echo "warning: --workdir=$WORKDIR is relative: each worker writes its own copy inside" \
+    "$REMOTE_DIR, which tpu_setup.sh replaces; pass a path on the bucket mount" \
+    "(tpu_setup.sh --bucket) to share one" >&2
 fi
 
 MAIN="$(remote_path "$VENV")/bin/python -m lasar_jax.main $(quote_args "--config=$CONFIG" "--workdir=$WORKDIR")"

@@ -1,12 +1,26 @@
 #!/usr/bin/env bash
 # Installs lasar_jax on every worker of a TPU VM: the code, a Python 3.11 venv, jax[tpu] at the
-# jax version pinned in setup.py, and the package itself (`pip install -e .`).
+# jax version pinned in setup.py, and the package itself (`pip install -e .`); with --bucket, also
+# mounts a Cloud Storage bucket on every worker with Cloud Storage FUSE (gcsfuse).
 #
 # Usage: launch/tpu_setup.sh --name=NAME --zone=ZONE [--project=PROJECT] [--source=archive|git]
-#                            [--repo=URL] [--ref=REF] [--remote-dir=DIR] [--venv=DIR] [--dry-run]
+#                            [--repo=URL] [--ref=REF] [--remote-dir=DIR] [--venv=DIR]
+#                            [--bucket=BUCKET [--mount-dir=DIR]] [--dry-run]
 #
 # The whole checkout is needed on the workers, not only the package: stage configs are loaded by
 # path (`--config=configs/grpo.py`). Run it again after changing the code; the venv is reused.
+#
+# The run's workdir must be one directory every worker sees, and lasar_jax writes it with ordinary
+# file operations (temporary file or directory, then rename), so it cannot be a gs:// URL. With
+# --bucket=BUCKET every worker installs gcsfuse if it is missing (apt repository
+# gcsfuse-CODENAME at packages.cloud.google.com) and mounts the bucket at --mount-dir, as the ssh
+# user, with --implicit-dirs (directories that exist only as object-name prefixes are seen) and
+# --rename-dir-limit=200000 (directory renames, which orbax checkpoints and the Hugging Face export
+# do, are allowed on buckets without hierarchical namespace; the value of gcsfuse's own
+# aiml-checkpointing profile). A worker where DIR is already a mount
+# point is left as it is. Pass a path under the mount as the workdir of tpu_run.sh, e.g.
+# --workdir=/mnt/BUCKET/runs/grpo. The worker's service account must be allowed to list, read
+# and write objects in the bucket. Mounts do not survive a reboot: run this again after one.
 #
 # Flags (environment variable in brackets):
 #   --name=NAME           TPU VM name [TPU_NAME]; required.
@@ -21,11 +35,15 @@
 #   --remote-dir=DIR      checkout directory on the workers, replaced on every run
 #                         [LASAR_REMOTE_DIR]; default lasar_jax (relative to the home directory).
 #   --venv=DIR            virtual environment on the workers [LASAR_VENV]; default lasar_venv.
+#   --bucket=BUCKET       Cloud Storage bucket to mount on every worker, its name without gs://
+#                         [GCS_BUCKET]; default: mount nothing.
+#   --mount-dir=DIR       absolute mount point of the bucket on the workers [GCS_MOUNT_DIR];
+#                         default /mnt/BUCKET.
 #   --dry-run             print the commands instead of running them.
 #   -h, --help            print this help.
 #
 # Example:
-#   launch/tpu_setup.sh --name=lasar-v4 --zone=us-central2-b
+#   launch/tpu_setup.sh --name=lasar-v4 --zone=us-central2-b --bucket=my-bucket  # at /mnt/my-bucket
 
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=common.sh
@@ -40,6 +58,8 @@ REPO="${LASAR_REPO:-}"
 REF="${LASAR_REF:-HEAD}"
 REMOTE_DIR="${LASAR_REMOTE_DIR:-lasar_jax}"
 VENV="${LASAR_VENV:-lasar_venv}"
+BUCKET="${GCS_BUCKET:-}"
+MOUNT_DIR="${GCS_MOUNT_DIR:-}"
 for arg in "$@"; do
   case "$arg" in
     --name=*) NAME="${arg#*=}" ;;
@@ -50,6 +70,8 @@ for arg in "$@"; do
     --ref=*) REF="${arg#*=}" ;;
     --remote-dir=*) REMOTE_DIR="${arg#*=}" ;;
     --venv=*) VENV="${arg#*=}" ;;
+    --bucket=*) BUCKET="${arg#*=}" ;;
+    --mount-dir=*) MOUNT_DIR="${arg#*=}" ;;
     --dry-run) DRY_RUN=1 ;;
     -h | --help) usage "$0"; exit 0 ;;
     *) die "unknown argument '$arg'" ;;
@@ -57,11 +79,21 @@ for arg in "$@"; do
 done
 [[ -n "$NAME" ]] || die "--name (or TPU_NAME) is required"
 [[ -n "$ZONE" ]] || die "--zone (or TPU_ZONE) is required"
+if [[ -n "$BUCKET" ]]; then
+  [[ "$BUCKET" != gs://* ]] || die "--bucket takes the bucket name without gs://," \
+    "e.g. --bucket=${BUCKET#gs://}"
+  [[ "$BUCKET" =~ ^[a-z0-9][a-z0-9._-]*[a-z0-9]$ ]] || die "--bucket='$BUCKET' is not a bucket name"
+  MOUNT_DIR="${MOUNT_DIR:-/mnt/$BUCKET}"
+  [[ "$MOUNT_DIR" == /* ]] || die "--mount-dir must be an absolute path, got '$MOUNT_DIR'"
+elif [[ -n "$MOUNT_DIR" ]]; then
+  die "--mount-dir needs --bucket (or GCS_BUCKET)"
+fi
 JAX_VERSION="$(sed -n 's/.*"jax==\([0-9.]*\)".*/\1/p' "$REPO_ROOT/setup.py")"
 [[ -n "$JAX_VERSION" ]] || die "no jax==X pin found in $REPO_ROOT/setup.py"
 
 FLAGS=()
 gcloud_location_flags FLAGS
+
 case "$SOURCE" in
   archive)
     TMP="$(mktemp -d)"
@@ -79,6 +111,23 @@ case "$SOURCE" in
     ;;
   *) die "--source must be 'archive' or 'git', got '$SOURCE'" ;;
 esac
+
+# Mounted before the install: a wrong bucket name or a missing permission stops it early.
+if [[ -n "$BUCKET" ]]; then
+  DIR="$(quote_args "$MOUNT_DIR")"
+  KEYRING=/usr/share/keyrings/cloud.google.asc
+  MOUNT="set -o pipefail; if ! command -v gcsfuse >/dev/null; then"
+  MOUNT+=" curl -fsSL https://packages.cloud.google.com/apt/doc/apt-key.gpg"
+  MOUNT+=" | sudo tee $KEYRING >/dev/null"
+  MOUNT+=" && echo \"deb [signed-by=$KEYRING] https://packages.cloud.google.com/apt"
+  MOUNT+=" gcsfuse-\$(lsb_release -c -s) main\""
+  MOUNT+=" | sudo tee /etc/apt/sources.list.d/gcsfuse.list >/dev/null"
+  MOUNT+=" && sudo apt-get update -qq && sudo apt-get install -y -qq gcsfuse; fi"
+  MOUNT+=" && if mountpoint -q $DIR; then echo \"\$(hostname): $DIR is already mounted\";"
+  MOUNT+=" else sudo mkdir -p $DIR && sudo chown \"\$(id -u):\$(id -g)\" $DIR"
+  MOUNT+=" && gcsfuse --implicit-dirs --rename-dir-limit=200000 $BUCKET $DIR; fi"
+  run gcloud compute tpus tpu-vm ssh "$NAME" --worker=all "${FLAGS[@]}" --command="$MOUNT"
+fi
 
 # Python 3.11 (setup.py's python_requires) is not the system Python of the TPU VM images.
 INSTALL="cd ~ && $FETCH"

@@ -8,6 +8,7 @@ arguments.
 import os
 import pathlib
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -92,7 +93,7 @@ def test_unknown_flag_is_an_error(script, fake_bin):
 
 def test_tpu_run_dry_run_prints_the_command(fake_bin):
   result = _run(LAUNCH / "tpu_run.sh", "--name=lasar-pod", "--zone=us-central2-b",
-                "--workdir=gs://bucket/runs/a", "--config=configs/sft_latent.py", "--dry-run",
+                "--workdir=/mnt/bucket/runs/a", "--config=configs/sft_latent.py", "--dry-run",
                 "--config.reasoning.mode=pause", "--config.mesh.fsdp=-1", "--",
                 "--config.seed=3", fake_bin=fake_bin)
   assert result.returncode == 0, result.stderr
@@ -101,15 +102,31 @@ def test_tpu_run_dry_run_prints_the_command(fake_bin):
   main = re.search(r"python -m lasar_jax\.main (.*?) >", line)
   assert main, line
   assert main.group(1).split() == [
-      "--config=configs/sft_latent.py", "--workdir=gs://bucket/runs/a", "--distributed",
+      "--config=configs/sft_latent.py", "--workdir=/mnt/bucket/runs/a", "--distributed",
       "--config.reasoning.mode=pause", "--config.mesh.fsdp=-1", "--config.seed=3"]
   assert not (fake_bin / "calls.txt").exists()
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_tpu_run_refuses_a_gs_workdir(fake_bin, dry_run):
+  result = _run(LAUNCH / "tpu_run.sh", "--name=n", "--zone=z", "--workdir=gs://my-bucket/runs/x/",
+                *(["--dry-run"] if dry_run else []), fake_bin=fake_bin)
+  assert result.returncode == 2 and result.stdout == ""
+  [error] = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+  assert "tpu_setup.sh --bucket=my-bucket" in error and "--workdir=/mnt/my-bucket/runs/x" in error
+  assert not (fake_bin / "calls.txt").exists()
+
+
+def test_tpu_run_warns_about_a_relative_workdir(fake_bin):
+  result = _run(LAUNCH / "tpu_run.sh", "--name=n", "--zone=z", "--workdir=runs/x", "--dry-run",
+                fake_bin=fake_bin)
+  assert result.returncode == 0 and "warning: --workdir=runs/x is relative" in result.stderr
 
 
 @pytest.mark.parametrize("mode,expected", [("tmux", "tmux new-session -d -s r1 "),
                                            ("foreground", "| tee $HOME/lasar_logs/r1.")])
 def test_tpu_run_modes(fake_bin, mode, expected):
-  result = _run(LAUNCH / "tpu_run.sh", "--name=n", "--zone=z", "--workdir=gs://b/r",
+  result = _run(LAUNCH / "tpu_run.sh", "--name=n", "--zone=z", "--workdir=/mnt/b/r",
                 f"--mode={mode}", "--run-name=r1", fake_bin=fake_bin)
   assert result.returncode == 0, result.stderr
   call = (fake_bin / "calls.txt").read_text()
@@ -138,6 +155,85 @@ def test_tpu_setup_installs_the_pinned_jax(fake_bin):
   assert archive.startswith(f"git -C {REPO} archive")
   assert scp.startswith("gcloud compute tpus tpu-vm scp ") and "--worker=all" in scp
   assert "--worker=all" in ssh and f'"jax[tpu]=={pin}"' in ssh and "pip install -q -e lasar_jax" in ssh
+
+
+MOUNT_FLAGS = "--implicit-dirs --rename-dir-limit=200000"
+
+
+@pytest.mark.parametrize("args,env,bucket,mount_dir", [
+    (["--bucket=my-bucket"], {}, "my-bucket", "/mnt/my-bucket"),
+    (["--mount-dir=/data/ckpt"], {"GCS_BUCKET": "b.2"}, "b.2", "/data/ckpt"),
+])
+def test_tpu_setup_mounts_the_bucket_before_the_install(fake_bin, args, env, bucket, mount_dir):
+  result = _run(LAUNCH / "tpu_setup.sh", "--name=n", "--zone=z", *args, "--dry-run",
+                fake_bin=fake_bin, env=env)
+  assert result.returncode == 0, result.stderr
+  archive, scp, mount, install = result.stdout.splitlines()
+  assert mount.startswith("gcloud compute tpus tpu-vm ssh n --worker=all --zone=z ")
+  command = _remote_command(mount)
+  assert f"gcsfuse {MOUNT_FLAGS} {bucket} {mount_dir}" in command
+  assert f"mountpoint -q {mount_dir}" in command
+  assert "apt gcsfuse-$(lsb_release -c -s) main" in command
+  assert archive.startswith("git ") and "pip install -q -e lasar_jax" in install
+  assert not (fake_bin / "calls.txt").exists()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--bucket=gs://my-bucket"], "without gs://, e.g. --bucket=my-bucket"),
+    (["--bucket=My Bucket"], "is not a bucket name"),
+    (["--bucket=b1", "--mount-dir=mnt/b1"], "--mount-dir must be an absolute path"),
+    (["--mount-dir=/mnt/b1"], "--mount-dir needs --bucket"),
+])
+def test_tpu_setup_rejects_bad_mount_flags(fake_bin, args, message):
+  result = _run(LAUNCH / "tpu_setup.sh", "--name=n", "--zone=z", *args, fake_bin=fake_bin)
+  assert result.returncode == 2 and message in result.stderr
+  assert not (fake_bin / "calls.txt").exists()
+
+
+def _remote_command(gcloud_line: str) -> str:
+  prefix = "--command="
+  [command] = [a[len(prefix):] for a in shlex.split(gcloud_line) if a.startswith(prefix)]
+  return command
+
+
+@pytest.mark.parametrize("installed,mounted", [(False, False), (True, False), (True, True)],
+                         ids=["fresh", "installed", "mounted"])
+def test_tpu_setup_mount_command_runs_once(fake_bin, installed, mounted):
+  """Runs the worker-side mount command with fake sudo/curl/mountpoint/gcsfuse: it installs
+  gcsfuse only when missing and mounts only when the directory is not a mount point yet."""
+  if shutil.which("gcsfuse"):
+    pytest.skip("a real gcsfuse is on PATH")
+  result = _run(LAUNCH / "tpu_setup.sh", "--name=n", "--zone=z", "--bucket=bkt", "--dry-run")
+  command = _remote_command(result.stdout.splitlines()[2])
+  record = 'printf "%s\\n" "$(basename "$0") $*" >> "$(dirname "$0")/calls.txt"\n'
+  # The fake `sudo apt-get install` puts a fake gcsfuse next to itself.
+  install = (f'if [[ "$1 $2" == "apt-get install" ]]; then '
+             f'cp "{fake_bin}/curl" "{fake_bin}/gcsfuse"; fi\n')
+  fakes = {"sudo": record + install + 'if [[ "$1" == tee ]]; then cat > /dev/null; fi\n',
+           "curl": record, "lsb_release": "echo jammy\n",
+           "mountpoint": f"exit {0 if mounted else 1}\n"}
+  if installed:
+    fakes["gcsfuse"] = record
+  for name, body in fakes.items():
+    (fake_bin / name).write_text("#!/usr/bin/env bash\n" + body)
+    (fake_bin / name).chmod(0o755)
+  run = subprocess.run(["bash", "-c", command],
+                       env={**os.environ, "PATH": f"{fake_bin}:/usr/bin:/bin"},
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+  assert run.returncode == 0, run.stderr
+  calls_file = fake_bin / "calls.txt"
+  calls = calls_file.read_text().splitlines() if calls_file.exists() else []
+  expected = []
+  if not installed:
+    expected += ["curl -fsSL https://packages.cloud.google.com/apt/doc/apt-key.gpg",
+                 "sudo tee /usr/share/keyrings/cloud.google.asc",
+                 "sudo tee /etc/apt/sources.list.d/gcsfuse.list",
+                 "sudo apt-get update -qq", "sudo apt-get install -y -qq gcsfuse"]
+  if not mounted:
+    expected += ["sudo mkdir -p /mnt/bkt", f"sudo chown {os.getuid()}:{os.getgid()} /mnt/bkt",
+                 f"gcsfuse {MOUNT_FLAGS} bkt /mnt/bkt"]
+  assert calls == expected
+  assert ("already mounted" in run.stdout) == mounted
 
 
 def test_sbatch_directives_and_srun_line():
