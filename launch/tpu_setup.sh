@@ -17,10 +17,10 @@
 # user, with --implicit-dirs (directories that exist only as object-name prefixes are seen) and
 # --rename-dir-limit=200000 (directory renames, which orbax checkpoints and the Hugging Face export
 # do, are allowed on buckets without hierarchical namespace; the value of gcsfuse's own
-# aiml-checkpointing profile). A worker where DIR is already a mount
-# point is left as it is. Pass a path under the mount as the workdir of tpu_run.sh, e.g.
-# --workdir=/mnt/BUCKET/runs/grpo. The worker's service account must be allowed to list, read
-# and write objects in the bucket. Mounts do not survive a reboot: run this again after one.
+# aiml-checkpointing profile). A worker where DIR is already a mount point is left as it is. Pass
+# a path under the mount as the workdir of tpu_run.sh, e.g. --workdir=/mnt/BUCKET/runs/grpo. The
+# worker's service account must be allowed to list, read and write objects in the bucket. Mounts
+# do not survive a reboot: run this again after one.
 #
 # Flags (environment variable in brackets):
 #   --name=NAME           TPU VM name [TPU_NAME]; required.
