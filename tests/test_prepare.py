@@ -160,3 +160,28 @@ def test_shared_amazon2014_office_counts(shared_data, tmp_path):
   assert len(data.valid) == len(data.test) == 4905
   assert len(data.train) == 53258 - 3 * 4905
   assert data.titles[0] == "HP 12C Financial Calculator"
+
+
+def test_stage2_subset_is_seeded_ordered_and_shared_with_grpo():
+  from lasar_jax.stages import latent_stage
+
+  raw = raw_dataset({str(u): tuple("abcdexyz"[(u % 3):(u % 3) + 5]) for u in range(12)})
+  data, _ = prepare.build(raw, data_config(), key="k")
+  config = common.base_config()
+  assert latent_stage.stage2_data(config, data) is data  # 0 = every sample
+  config.reasoning.stage2_samples = 10
+  first = latent_stage.stage2_data(config, data).train
+  again = latent_stage.stage2_data(config, data).train
+  assert len(first) == 10 and len(data.train) > 10
+  np.testing.assert_array_equal(first.targets, again.targets)  # same seed, same subset
+  # the subset is a set of whole samples of the full split, in split order
+  rows = {(int(u), tuple(data.train.history(i)), int(t))
+          for i, (u, t) in enumerate(zip(data.train.users, data.train.targets))}
+  kept = [(int(u), tuple(first.history(i)), int(t))
+          for i, (u, t) in enumerate(zip(first.users, first.targets))]
+  assert set(kept) <= rows and len(set(kept)) == 10
+  assert [k[0] for k in kept] == sorted(k[0] for k in kept)
+  config.seed = 1
+  other = latent_stage.stage2_data(config, data).train
+  assert not np.array_equal(other.targets, first.targets) or not np.array_equal(
+      other.users, first.users)

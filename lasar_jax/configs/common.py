@@ -129,6 +129,7 @@ def reasoning_config() -> ml_collections.ConfigDict:
   c.tau = 1.0  # softmax temperature of the BKL
   c.remat = True  # rematerialize each latent step in the backward pass
   c.stage2_steps = 0  # Stage-2 optimizer updates; 0 = config.train.steps
+  c.stage2_samples = 0  # train samples Stage 2 and GRPO use (seeded subset, anchored alone); 0 = all
   return c
 
 

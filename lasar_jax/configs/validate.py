@@ -56,6 +56,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"--config.cot.max_steps={config.cot.max_steps} exceeds "
                       f"--config.reasoning.max_depth={config.reasoning.max_depth}: each rationale "
                       "step needs a latent step to align with")
+  if "reasoning" in config and config.reasoning.stage2_samples < 0:
+    raise ConfigError(f"--config.reasoning.stage2_samples={config.reasoning.stage2_samples} must "
+                      "be >= 0 (0 = every training sample)")
   for axis in ("data", "fsdp", "tensor"):
     size = config.mesh[axis]
     if size == 0 or size < -1:

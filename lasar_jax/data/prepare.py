@@ -52,6 +52,11 @@ class Split:
     """The real history items of sample i, oldest first. [lengths[i]] int32"""
     return self.histories[i, :self.lengths[i]]
 
+  def subset(self, indices: np.ndarray) -> "Split":
+    """The samples at `indices` [M], in that order."""
+    return Split(self.users[indices], self.histories[indices], self.lengths[indices],
+                 self.targets[indices])
+
 
 @dataclasses.dataclass(frozen=True)
 class PreparedData:

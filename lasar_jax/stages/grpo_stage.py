@@ -43,10 +43,10 @@ def _last_anchors(config, workdir, data, stage1_key: str) -> tuple[np.ndarray, n
 
 def build_examples(config, workdir, data, rec: rec_model.RecModel, spec: inference.ReasoningSpec,
                    codes_il: np.ndarray, stage1_key: str) -> list[dict]:
-  """GRPO examples, one per training sample: the prompt block with the mode's suffix, the
-  target's SID codes, and for 'lasar' the last CoT anchor."""
+  """GRPO examples, one per training sample of Stage 2 (`latent_stage.stage2_data`): the prompt
+  block with the mode's suffix, the target's SID codes, and for 'lasar' the last CoT anchor."""
   pieces = prompts.make_pieces(rec.tokenizer, data.titles, config.sft.max_title_tokens)
-  train = data.train
+  train = latent_stage.stage2_data(config, data).train
   examples = [{"prompt": inference.mode_prompt(prompts.history_prompt(train.history(i), pieces,
                                                                       rec.vocab), spec),
                "target_codes": codes_il[int(train.targets[i])].astype(np.int32)}

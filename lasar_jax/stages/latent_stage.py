@@ -6,6 +6,7 @@ Stage 1. Outputs: checkpoints, metrics.jsonl, tensorboard/, model/ (Hugging Face
 rec_vocab.json, reasoning_params.npz (latent projection, Policy Head), summary.json.
 """
 
+import dataclasses
 import pathlib
 
 import flax.linen as nn
@@ -17,6 +18,7 @@ from flax import traverse_util
 from lasar_jax import atomic
 from lasar_jax.cot import anchors as anchors_lib
 from lasar_jax.cot import sources as cot_sources
+from lasar_jax.data.prepare import PreparedData
 from lasar_jax.model import transformer
 from lasar_jax.reasoning import latent, policy_head
 from lasar_jax.sft import prompts, rec_model, stage2_examples
@@ -46,6 +48,16 @@ def load_reasoning_params(path: pathlib.Path) -> dict:
     return traverse_util.unflatten_dict({k: npz[k] for k in npz.files}, sep="/")
 
 
+def stage2_data(config, data: PreparedData) -> PreparedData:
+  """`data` with its train split cut to `config.reasoning.stage2_samples` samples (a subset drawn
+  with `config.seed`, kept in sample order), the samples Stage 2 and GRPO train on."""
+  count, total = config.reasoning.stage2_samples, len(data.train)
+  if count <= 0 or count >= total:
+    return data
+  keep = np.sort(np.random.default_rng(config.seed).choice(total, count, replace=False))
+  return dataclasses.replace(data, train=data.train.subset(keep))
+
+
 def _anchor_inputs(config, workdir, data, rec, prompt_list, model_key: str):
   """Per-sample rationale step tokens (and, for lasar, anchors and their counts) of the train split."""
   llm = None
@@ -63,11 +75,12 @@ def _anchor_inputs(config, workdir, data, rec, prompt_list, model_key: str):
 
 
 def build_examples(config, workdir, data, rec, model_key: str) -> list[dict]:
-  """Stage-2 examples of the configured mode, one per training sample.
+  """Stage-2 examples of the configured mode, one per training sample (of `stage2_data`).
 
   `model_key` identifies the Stage-1 model the anchors are extracted with (for their cache).
   """
   mode, reasoning = config.reasoning.mode, config.reasoning
+  data = stage2_data(config, data)
   pieces = prompts.make_pieces(rec.tokenizer, data.titles, config.sft.max_title_tokens)
   train = data.train
   prompt_list = [prompts.history_prompt(train.history(i), pieces, rec.vocab)
