@@ -99,6 +99,20 @@ def test_schedule_warms_up_from_the_first_update_and_decays_to_the_final_fractio
   assert lrs[-1] == pytest.approx(0.1)
 
 
+def test_group_learning_rates_move_each_group_at_its_own_rate():
+  config = tiny_lm.train_config(steps=10, warmup_steps=0, learning_rate=1e-3, schedule="constant",
+                                weight_decay=0.0, grad_clip=0.0)
+  optimizer, _ = optim.make_optimizer(config, {"policy": 0.5})
+  params = {"backbone": {"w": np.ones(3, np.float32)}, "policy": {"w": np.ones(2, np.float32)}}
+  grads = {"backbone": {"w": np.array([2.0, -3.0, 0.5], np.float32)},
+           "policy": {"w": np.array([-1.0, 4.0], np.float32)}}
+  updates, _ = optimizer.update(grads, optimizer.init(params), params)
+  for group, rate in (("backbone", 1e-3), ("policy", 0.5)):  # Adam's first update, in float64
+    g = grads[group]["w"].astype(np.float64)
+    np.testing.assert_allclose(updates[group]["w"], -rate * g / (np.abs(g) + config.eps),
+                               rtol=1e-5)
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
   """One 30-step run of `train` on the toy task (single device), with its stage dir."""

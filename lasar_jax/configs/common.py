@@ -166,6 +166,8 @@ def grpo_config() -> ml_collections.ConfigDict:
   c.prompts_per_step = 16  # prompts per update, over all processes (divisible by data x fsdp)
   c.steps = 200  # GRPO updates (one rollout batch each)
   c.learning_rate = 1e-5  # peak learning rate (the other optimizer settings come from config.train)
+  c.policy_learning_rate = 1e-3  # 'lasar': peak learning rate of the Policy Head (REINFORCE)
+  c.warmup_steps = 5  # linear warmup, in updates; constant learning rate after it
   c.temperature = 1.0  # SID sampling temperature of the rollouts
   c.clip_eps = 0.2  # PPO ratio clip range: ratio kept in [1 - eps, 1 + eps]
   c.beta_kl = 1e-3  # weight of the KL to the frozen Stage-2 reference

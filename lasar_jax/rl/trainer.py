@@ -36,13 +36,14 @@ ROLLOUT_STREAM = 1  # rollout keys: fold_in(key(seed), ROLLOUT_STREAM), apart fr
 
 
 def grpo_train_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """`config.train` (optimizer, buckets, checkpoint keeping) with GRPO's steps, learning rate,
-  logging and checkpoint intervals; one rollout batch per update (no accumulation)."""
+  """`config.train` (optimizer, buckets, checkpoint keeping) with GRPO's steps, learning rate
+  (its own warmup, then constant), logging and checkpoint intervals; one rollout batch per update
+  (no accumulation)."""
   g = config.grpo
   train = ml_collections.ConfigDict(config.train.to_dict())
-  train.update(steps=g.steps, learning_rate=g.learning_rate, log_every=g.log_every,
-               checkpoint_every=g.checkpoint_every, batch_size=g.prompts_per_step * g.group_size,
-               grad_accum=1)
+  train.update(steps=g.steps, learning_rate=g.learning_rate, warmup_steps=g.warmup_steps,
+               schedule="constant", log_every=g.log_every, checkpoint_every=g.checkpoint_every,
+               batch_size=g.prompts_per_step * g.group_size, grad_accum=1)
   return train
 
 
@@ -119,7 +120,9 @@ def train(config: ml_collections.ConfigDict, stage_dir, *, cfg: ModelConfig,
   check_config(g, mesh)
   c = grpo_train_config(config)
   stage_dir = pathlib.Path(stage_dir)
-  optimizer, schedule = optim.make_optimizer(c)
+  # The Policy Head (a small fresh MLP trained by REINFORCE) has its own learning rate.
+  groups = {"policy": g.policy_learning_rate} if "policy" in params else None
+  optimizer, schedule = optim.make_optimizer(c, groups)
   params, params_sharding = loop.param_shardings(params, mesh, logical_specs)
   shardings = loop.state_shardings(optimizer, params, params_sharding, mesh)
   reference_sharding = grpo_loss.reference_params(params_sharding)

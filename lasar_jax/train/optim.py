@@ -6,6 +6,7 @@ on every k-th call only. The schedule counts optimizer updates, not micro-batche
 """
 
 import re
+from collections.abc import Mapping
 
 import jax
 import ml_collections
@@ -49,18 +50,39 @@ def decay_mask(params, no_decay: str):
   return jax.tree_util.tree_map_with_path(decays, params)
 
 
-def make_optimizer(train_config: ml_collections.ConfigDict
+def _adamw(train_config: ml_collections.ConfigDict, schedule: optax.Schedule):
+  """AdamW of `train_config` on `schedule`, with weight decay masked by `train_config.no_decay`."""
+  c = train_config
+  return optax.adamw(schedule, b1=c.b1, b2=c.b2, eps=c.eps, weight_decay=c.weight_decay,
+                     mask=lambda params: decay_mask(params, c.no_decay))
+
+
+def make_optimizer(train_config: ml_collections.ConfigDict,
+                   group_learning_rates: Mapping[str, float] | None = None
                    ) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """(optimizer, learning-rate schedule) from `config.train`; the schedule is for logging."""
+  """(optimizer, learning-rate schedule) from `config.train`; the schedule is for logging.
+
+  `group_learning_rates` maps top-level parameter keys (e.g. 'policy') to their own peak learning
+  rate on the same schedule shape; every other key uses `train_config.learning_rate`. Gradient
+  clipping is over all parameters together.
+  """
   c = train_config
   if int(c.grad_accum) < 1:
     raise ValueError(f"train.grad_accum={c.grad_accum} must be >= 1")
-  schedule, no_decay = make_schedule(c), c.no_decay
-  adamw = optax.adamw(schedule, b1=c.b1, b2=c.b2, eps=c.eps, weight_decay=c.weight_decay,
-                      mask=lambda params: decay_mask(params, no_decay))
-  optimizer = adamw
+  schedule = make_schedule(c)
+  optimizer = _adamw(c, schedule)
+  if group_learning_rates:
+    groups = dict(group_learning_rates)
+    transforms = {"default": optimizer}
+    for name, peak in groups.items():
+      group_config = ml_collections.ConfigDict(c.to_dict())
+      group_config.learning_rate = peak
+      transforms[name] = _adamw(group_config, make_schedule(group_config))
+    optimizer = optax.multi_transform(transforms, lambda params: {
+        key: jax.tree.map(lambda _, k=key: k if k in groups else "default", value)
+        for key, value in params.items()})
   if c.grad_clip > 0:
-    optimizer = optax.chain(optax.clip_by_global_norm(c.grad_clip), adamw)
+    optimizer = optax.chain(optax.clip_by_global_norm(c.grad_clip), optimizer)
   if int(c.grad_accum) > 1:
     optimizer = optax.MultiSteps(optimizer, every_k_schedule=int(c.grad_accum))
     optimizer = optimizer.gradient_transformation()
