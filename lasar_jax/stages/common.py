@@ -25,9 +25,16 @@ def prepared_data(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> P
 
 def text_backbone(config: ml_collections.ConfigDict, workdir: pathlib.Path,
                   data: PreparedData) -> backbone_lib.Backbone:
-  """The run's backbone before any SFT; a scratch one gets a tokenizer trained on the item text."""
-  return distributed.primary_first("text backbone", lambda: backbone_lib.build_backbone(
-      config.model, config.seed, workdir=workdir, corpus=[str(t) for t in data.item_texts]))
+  """The run's backbone before any SFT; a scratch one gets a tokenizer trained on the item text
+  (by process 0 first: the others then load the tokenizer it saved in the workdir)."""
+  def build() -> backbone_lib.Backbone:
+    """The backbone, on this process."""
+    return backbone_lib.build_backbone(config.model, config.seed, workdir=workdir,
+                                       corpus=[str(t) for t in data.item_texts])
+
+  if config.model.source != "scratch":
+    return build()
+  return distributed.primary_first("text backbone", build)
 
 
 def fingerprint(*parts) -> str:
