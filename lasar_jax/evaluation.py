@@ -90,7 +90,7 @@ def rank(rec: RecModel, reasoning_params: dict, spec, trie, prompt_list, beam_wi
     timed_s, timed_users = distributed.gather_rows(
         np.array([[timed_s, timed_users]]), jax.process_count()).sum(axis=0)
   return {"items": items, "depth": depth, "rationale_tokens": rationale,
-          "latency_ms_per_user": 1e3 * timed_s / max(timed_users, 1)}
+          "latency_ms_per_user": float(1e3 * timed_s / max(timed_users, 1))}
 
 
 def train_item_counts(data: PreparedData) -> np.ndarray:
