@@ -4,6 +4,9 @@ For each split: every user's history prompt (with the mode's reasoning suffix) r
 `inference.recommend` in fixed-size, bucket-padded batches; the ranked items are scored with
 Recall@K / NDCG@K and written as `<split>_predictions.jsonl` (source user and item ids, best first)
 beside `<split>_metrics.json`. A most-popular baseline is scored on the same users.
+
+Over several processes, each ranks a contiguous block of the users, the ranked lists are gathered
+on every process, and process 0 writes the files.
 """
 
 import pathlib
@@ -13,7 +16,7 @@ import jax
 import numpy as np
 import tqdm
 
-from lasar_jax import atomic, inference, item_embeddings
+from lasar_jax import atomic, distributed, inference, item_embeddings
 from lasar_jax.data.prepare import PreparedData
 from lasar_jax.eval import metrics as metrics_lib
 from lasar_jax.eval import popularity
@@ -37,17 +40,21 @@ def rank(rec: RecModel, reasoning_params: dict, spec, trie, prompt_list, beam_wi
          batch_size: int, desc: str = "ranking") -> dict:
   """Ranked items [N, W], depths [N], rationale lengths [N] and latency of every prompt.
 
-  Batches are padded to `batch_size` rows and a bucket length (`item_embeddings.bucket_length`);
-  each shape compiles once (warm-up excluded from the latency, which is wall time per user over
-  the timed batches).
+  Batches are padded to `batch_size` rows and a bucket length
+  (`item_embeddings.bucket_length`); each shape compiles once
+  (warm-up excluded from the latency, which is wall time per user over the timed batches). With
+  several processes, each ranks its block of the prompts sorted by length, on its own devices;
+  the results are gathered on every process.
   """
-  order = np.argsort([len(p) for p in prompt_list], kind="stable")
   n = len(prompt_list)
+  order = np.argsort([len(p) for p in prompt_list], kind="stable")
+  mine = order[distributed.row_slice(jax.process_index(), n)]
   items = np.full((n, beam_width), -1, np.int32)
   depth, rationale = np.zeros(n, np.int32), np.zeros(n, np.int32)
   compiled_shapes, timed_s, timed_users = set(), 0.0, 0
-  for start in tqdm.trange(0, n, batch_size, desc=desc, unit="batch"):
-    rows = order[start:start + batch_size]
+  for start in tqdm.trange(0, len(mine), batch_size, desc=desc, unit="batch",
+                           disable=not distributed.is_primary()):
+    rows = mine[start:start + batch_size]
     width = item_embeddings.bucket_length(max(len(prompt_list[r]) for r in rows), 1 << 30,
                                           smallest=32)
     tokens = np.full((batch_size, width), rec.vocab.pad_id, np.int32)
@@ -69,8 +76,14 @@ def rank(rec: RecModel, reasoning_params: dict, spec, trie, prompt_list, beam_wi
     items[rows] = np.asarray(batch_items)[:len(rows)]
     depth[rows] = np.asarray(batch_depth)[:len(rows)]
     rationale[rows] = np.asarray(batch_rationale)[:len(rows)]
+  if jax.process_count() > 1:
+    items[order] = distributed.gather_rows(items[mine], n)
+    depth[order] = distributed.gather_rows(depth[mine], n)
+    rationale[order] = distributed.gather_rows(rationale[mine], n)
+    timed_s, timed_users = distributed.gather_rows(
+        np.array([[timed_s, timed_users]]), jax.process_count()).sum(axis=0)
   return {"items": items, "depth": depth, "rationale_tokens": rationale,
-          "latency_ms_per_user": 1e3 * timed_s / max(timed_users, 1)}
+          "latency_ms_per_user": float(1e3 * timed_s / max(timed_users, 1))}
 
 
 def train_item_counts(data: PreparedData) -> np.ndarray:
@@ -102,9 +115,16 @@ def evaluate(rec: RecModel, reasoning_params: dict, spec, codes_il: np.ndarray,
     baseline = metrics_lib.ranking_metrics(np.tile(popular, (len(targets), 1)), targets,
                                            eval_config.ks)
     split_metrics["most_popular"] = baseline
-    atomic.write_json(out_dir / f"{split_name}_metrics.json", split_metrics)
-    atomic.write_jsonl(out_dir / f"{split_name}_predictions.jsonl", [
+    predictions = [
         {"user": str(data.user_ids[u]), "items": [str(data.item_ids[i]) for i in row if i >= 0]}
-        for u, row in zip(users, ranked["items"])])
+        for u, row in zip(users, ranked["items"])]
+
+
+    def write(split_name=split_name, split_metrics=split_metrics, predictions=predictions):
+      """The split's metrics and ranked lists."""
+      atomic.write_json(out_dir / f"{split_name}_metrics.json", split_metrics)
+      atomic.write_jsonl(out_dir / f"{split_name}_predictions.jsonl", predictions)
+
+    distributed.write_on_primary(f"eval {split_name}", write)
     results[split_name] = split_metrics
   return results

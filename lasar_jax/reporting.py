@@ -1,4 +1,9 @@
-"""Plain-text tables for the summaries printed at the end of a run."""
+"""Plain-text tables for the summaries printed at the end of a run, and progress lines.
+
+In a multi-process run only process 0 prints.
+"""
+
+from lasar_jax import distributed
 
 
 def format_value(value) -> str:
@@ -17,5 +22,11 @@ def format_table(title: str, rows: dict) -> str:
 
 
 def print_table(title: str, rows: dict) -> None:
-  """Prints `format_table(title, rows)` followed by a blank line."""
-  print(format_table(title, rows) + "\n", flush=True)
+  """Prints `format_table(title, rows)` followed by a blank line (on process 0)."""
+  say(format_table(title, rows) + "\n")
+
+
+def say(text: str) -> None:
+  """Prints a line of progress (on process 0)."""
+  if distributed.is_primary():
+    print(text, flush=True)

@@ -94,7 +94,7 @@ if [[ "$WORKDIR" != /* ]]; then
 fi
 
 MAIN="$(remote_path "$VENV")/bin/python -m lasar_jax.main $(quote_args "--config=$CONFIG" "--workdir=$WORKDIR")"
-MAIN+=" --distributed"
+MAIN+=" --distributed=on"
 if ((${#PASS[@]})); then
   MAIN+=" $(quote_args "${PASS[@]}")"
 fi

@@ -102,7 +102,7 @@ def test_tpu_run_dry_run_prints_the_command(fake_bin):
   main = re.search(r"python -m lasar_jax\.main (.*?) >", line)
   assert main, line
   assert main.group(1).split() == [
-      "--config=configs/sft_latent.py", "--workdir=/mnt/bucket/runs/a", "--distributed",
+      "--config=configs/sft_latent.py", "--workdir=/mnt/bucket/runs/a", "--distributed=on",
       "--config.reasoning.mode=pause", "--config.mesh.fsdp=-1", "--config.seed=3"]
   assert not (fake_bin / "calls.txt").exists()
 
@@ -246,7 +246,7 @@ def test_sbatch_directives_and_srun_line():
   last_directive = max(i for i, line in enumerate(text.splitlines()) if line.startswith("#SBATCH"))
   assert last_directive < first_command  # sbatch ignores directives after the first command
   assert re.search(r"^run srun .*\"\$PYTHON\" -m lasar_jax\.main", text, flags=re.M)
-  assert "--distributed" in text
+  assert "--distributed=on" in text
 
 
 @pytest.mark.parametrize("dry_run", [True, False])
@@ -261,7 +261,7 @@ def test_sbatch_runs_srun_with_the_coordinator(fake_bin, dry_run):
   srun = result.stdout.strip() if dry_run else calls[1]
   assert srun.split() == [
       "srun", "--kill-on-bad-exit=1", "python", "-m", "lasar_jax.main",
-      "--config=configs/grpo.py", "--workdir=/shared/runs/x", "--distributed",
+      "--config=configs/grpo.py", "--workdir=/shared/runs/x", "--distributed=on",
       f"--coordinator_address=gpu07:{61440 + 4242 % 4096}", "--num_processes=16",
       "--config.mesh.fsdp=-1", "--config.seed=7"]
 

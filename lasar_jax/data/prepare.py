@@ -27,7 +27,7 @@ import pathlib
 
 import numpy as np
 
-from lasar_jax import atomic
+from lasar_jax import atomic, reporting
 from lasar_jax.data import sources, synthetic
 from lasar_jax.data.sources.records import SPLITS, ItemText, RawDataset, item_text
 
@@ -284,10 +284,10 @@ def prepare(cfg, seed: int, out_dir) -> PreparedData:
   stats_path = out_dir / "stats.json"
   if stats_path.is_file() and json.loads(stats_path.read_text()).get("fingerprint") == key:
     data = load_prepared(out_dir)
-    print(f"reusing prepared data in {out_dir} ({data.stats['users']:,} users, "
-          f"{data.stats['items']:,} items)")
+    reporting.say(f"reusing prepared data in {out_dir} ({data.stats['users']:,} users, "
+                  f"{data.stats['items']:,} items)")
     return data
   data, sequence_rows = build(load_source(cfg, seed), cfg, key)
   save(data, sequence_rows, out_dir)
-  print(f"prepared data in {out_dir}\n{stats_table(data.stats)}")
+  reporting.say(f"prepared data in {out_dir}\n{stats_table(data.stats)}")
   return data

@@ -24,7 +24,7 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from lasar_jax import inference, sharding
+from lasar_jax import distributed, inference, sharding
 from lasar_jax.model.config import ModelConfig
 from lasar_jax.rl import grpo_loss, grpo_math
 from lasar_jax.rl import rollout as rollout_lib
@@ -140,10 +140,9 @@ def train(config: ml_collections.ConfigDict, stage_dir, *, cfg: ModelConfig,
   loss_fn = grpo_loss.make_loss_fn(cfg, spec, weights, remat=config.reasoning.remat)
   step_fn = loop.make_train_step(loss_fn, optimizer, shardings, mesh)
 
-  local_prompts = g.prompts_per_step // jax.process_count()
   iterator = iter(input_pipeline.make_batches(
-      examples, local_prompts, prompt_buckets(examples, c.buckets), {"prompt": pad_id}, config.seed,
-      shard_index=jax.process_index(), shard_count=jax.process_count(),
+      examples, g.prompts_per_step, prompt_buckets(examples, c.buckets), {"prompt": pad_id},
+      config.seed, shard_index=jax.process_index(), shard_count=jax.process_count(),
       truncation=c.truncation, num_threads=c.data_threads))
   manager = checkpoint.make_manager(stage_dir / loop.CHECKPOINT_DIR, keep=c.keep_checkpoints,
                                     async_save=c.async_checkpointing)
@@ -157,13 +156,18 @@ def train(config: ml_collections.ConfigDict, stage_dir, *, cfg: ModelConfig,
   rollout_key = jax.random.fold_in(jax.random.key(config.seed), ROLLOUT_STREAM)
   temperature = jnp.float32(g.temperature)
   writer = metrics.MetricsWriter(stage_dir, start)
-  progress = tqdm.tqdm(total=c.steps, initial=start, desc=stage_dir.name, dynamic_ncols=True)
+  progress = tqdm.tqdm(total=c.steps, initial=start, desc=stage_dir.name, dynamic_ncols=True,
+                       disable=not distributed.is_primary())
   summary = {"steps": start, "start_step": start, "final_loss": None, "compile_s": None}
   window: list[dict[str, float]] = []
   t_begin = t_window = time.perf_counter()
 
   def update_fn(state: loop.TrainState, update: int):
-    """Rollouts, scoring pass and optimizer update of `update` (all dispatched asynchronously)."""
+    """Rollouts, scoring pass and optimizer update of `update` (all dispatched asynchronously).
+
+    Each process holds a block of the prompts and, repeated G times, the same block of rollout
+    rows (row n = b * G + g), so the global `prompts` and `group` arrays line up.
+    """
     local = next(iterator)
     prompts = input_pipeline.global_batch({k: local[k] for k in PROMPT_FIELDS}, mesh)
     group = input_pipeline.global_batch(

@@ -4,7 +4,7 @@ import pathlib
 
 import ml_collections
 
-from lasar_jax import atomic
+from lasar_jax import atomic, distributed
 from lasar_jax import backbone as backbone_lib
 from lasar_jax.stages import common
 
@@ -19,5 +19,6 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
       "vocab_size": cfg.vocab_size, "dtype": cfg.dtype, "source": config.model.source,
       **backbone_lib.smoke_forward(model),
   }
-  atomic.write_json(workdir / "backbone" / "summary.json", summary)
+  distributed.write_on_primary("backbone summary", lambda: atomic.write_json(
+      workdir / "backbone" / "summary.json", summary))
   return summary

@@ -1,4 +1,8 @@
-"""Pieces several stages share: the prepared data and the backbone of a run."""
+"""Pieces several stages share: the prepared data and the backbone of a run.
+
+Multi-process runs: process 0 prepares the data, builds the tokenizer and writes every stage
+file; the other processes wait for it at a barrier, then read what it wrote.
+"""
 
 import hashlib
 import json
@@ -6,7 +10,7 @@ import pathlib
 
 import ml_collections
 
-from lasar_jax import atomic
+from lasar_jax import atomic, distributed
 from lasar_jax import backbone as backbone_lib
 from lasar_jax.data.prepare import PreparedData, prepare
 
@@ -15,14 +19,22 @@ SUMMARY_FILE = "summary.json"  # written last by a stage; its fingerprint marks 
 
 def prepared_data(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> PreparedData:
   """The run's data, prepared into (or reused from) WORKDIR/data."""
-  return prepare(config.data, config.seed, workdir / "data")
+  return distributed.primary_first(
+      "prepared data", lambda: prepare(config.data, config.seed, workdir / "data"))
 
 
 def text_backbone(config: ml_collections.ConfigDict, workdir: pathlib.Path,
                   data: PreparedData) -> backbone_lib.Backbone:
-  """The run's backbone before any SFT; a scratch one gets a tokenizer trained on the item text."""
-  return backbone_lib.build_backbone(config.model, config.seed, workdir=workdir,
-                                     corpus=[str(t) for t in data.item_texts])
+  """The run's backbone before any SFT; a scratch one gets a tokenizer trained on the item text
+  (by process 0 first: the others then load the tokenizer it saved in the workdir)."""
+  def build() -> backbone_lib.Backbone:
+    """The backbone, on this process."""
+    return backbone_lib.build_backbone(config.model, config.seed, workdir=workdir,
+                                       corpus=[str(t) for t in data.item_texts])
+
+  if config.model.source != "scratch":
+    return build()
+  return distributed.primary_first("text backbone", build)
 
 
 def fingerprint(*parts) -> str:
@@ -42,8 +54,12 @@ def finished_summary(stage_dir: pathlib.Path, key: str) -> dict | None:
 
 
 def write_summary(stage_dir: pathlib.Path, summary: dict) -> None:
-  """Writes the stage summary (with its fingerprint) last, atomically: it marks the stage done."""
-  atomic.write_json(stage_dir / SUMMARY_FILE, summary)
+  """Writes the stage summary (with its fingerprint) last, atomically: it marks the stage done.
+
+  Every process returns once it is on disk, so all of them see the stage as done.
+  """
+  distributed.write_on_primary(f"summary of {stage_dir.name}",
+                               lambda: atomic.write_json(stage_dir / SUMMARY_FILE, summary))
 
 
 def stage_train_config(config: ml_collections.ConfigDict, steps: int) -> ml_collections.ConfigDict:
@@ -66,4 +82,5 @@ def claim_stage_dir(stage_dir: pathlib.Path, key: str) -> None:
     if previous != key and (stage_dir / "checkpoints").exists():
       raise RuntimeError(f"{stage_dir} holds a run with other settings (inputs {previous}, now "
                          f"{key}); delete it or use another --workdir")
-  atomic.write_json(marker, {"fingerprint": key})
+  distributed.write_on_primary(f"claim {stage_dir.name}",
+                               lambda: atomic.write_json(marker, {"fingerprint": key}))

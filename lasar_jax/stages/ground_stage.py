@@ -9,6 +9,7 @@ import pathlib
 
 import ml_collections
 
+from lasar_jax import distributed, reporting
 from lasar_jax.model import transformer
 from lasar_jax.sft import prompts, rec_model, tasks
 from lasar_jax.sft.losses import response_loss_fn
@@ -26,7 +27,7 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
                            common.stage_train_config(config, config.sft.stage1_steps), config.seed)
   done = common.finished_summary(out_dir, key)
   if done is not None and rec_model.is_saved(out_dir):
-    print(f"reusing Stage 1 in {out_dir}")
+    reporting.say(f"reusing Stage 1 in {out_dir}")
     return done
   common.claim_stage_dir(out_dir, key)
   data = common.prepared_data(config, workdir)
@@ -39,7 +40,9 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
       common.stage_train_config(config, config.sft.stage1_steps), seed=config.seed,
       stage_dir=out_dir, pad_values={"tokens": rec.vocab.pad_id, "loss_mask": False},
       mesh_config=config.mesh, logical_specs=transformer.logical_specs(rec.cfg))
-  rec_model.save_rec_model(rec, state.params, out_dir)
+  params = distributed.to_host(state.params)
+  distributed.write_on_primary("stage1 model",
+                               lambda: rec_model.save_rec_model(rec, params, out_dir))
   summary = {**summary, **{f"examples_{t}": n for t, n in counts.items()}, "fingerprint": key}
   common.write_summary(out_dir, summary)
   return summary

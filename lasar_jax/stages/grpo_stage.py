@@ -13,7 +13,7 @@ import pathlib
 import ml_collections
 import numpy as np
 
-from lasar_jax import inference
+from lasar_jax import distributed, inference, reporting
 from lasar_jax.model import transformer
 from lasar_jax.rl import grpo_loss, trainer
 from lasar_jax.rl import rollout as rollout_lib
@@ -80,7 +80,7 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
                            config.reasoning, config.seed)
   done = common.finished_summary(out_dir, key)
   if done is not None and rec_model.is_saved(out_dir):
-    print(f"reusing GRPO ({mode}) in {out_dir}")
+    reporting.say(f"reusing GRPO ({mode}) in {out_dir}")
     return done
   common.claim_stage_dir(out_dir, key)
   data = common.prepared_data(config, workdir)
@@ -96,11 +96,9 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
       reference=grpo_loss.reference_params(params), examples=examples,
       trie=trie_lib.build_trie(codes_il), code_token_ids=rec.vocab.code_token_ids,
       pad_id=rec.vocab.pad_id)
-  rec_model.save_rec_model(rec, state.params["backbone"], out_dir)
-  reasoning_params = {k: v for k, v in state.params.items() if k != "backbone"}
-  if reasoning_params:
-    latent_stage.save_reasoning_params(reasoning_params,
-                                       out_dir / latent_stage.REASONING_PARAMS_FILE)
+  trained = distributed.to_host(state.params)
+  distributed.write_on_primary("grpo model", lambda: latent_stage.save_trained(
+      rec, trained, len(trained) > 1, out_dir))
   summary = {**summary, "mode": mode, "examples": len(examples), "fingerprint": key}
   common.write_summary(out_dir, summary)
   return summary

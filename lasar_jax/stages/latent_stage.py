@@ -15,7 +15,7 @@ import ml_collections
 import numpy as np
 from flax import traverse_util
 
-from lasar_jax import atomic
+from lasar_jax import atomic, distributed, reporting
 from lasar_jax.cot import anchors as anchors_lib
 from lasar_jax.cot import sources as cot_sources
 from lasar_jax.data.prepare import PreparedData
@@ -63,14 +63,16 @@ def _anchor_inputs(config, workdir, data, rec, prompt_list, model_key: str):
   llm = None
   if config.cot.source == "llm":
     llm = cot_sources.rationale_llm(config.cot, common.text_backbone(config, workdir, data))
-  rationales = cot_sources.rationales_for_split(config.cot, data, "train", config.seed,
-                                                workdir / "cache" / "cot", llm=llm)
+  rationales = distributed.primary_first(
+      "cot rationales", lambda: cot_sources.rationales_for_split(
+          config.cot, data, "train", config.seed, workdir / "cache" / "cot", llm=llm))
   step_tokens = anchors_lib.tokenize_steps(rec.tokenizer, rationales, config.cot.max_step_tokens)
   if config.reasoning.mode != "lasar":
     return step_tokens, None, None
-  anchors, num_steps = anchors_lib.cached_anchors(
-      workdir / "cache" / "anchors", model_key, rec.cfg, rec.params, prompt_list,
-      rec.vocab.bot_id, step_tokens, config.reasoning.max_depth)
+  anchors, num_steps = distributed.primary_first(
+      "cot anchors", lambda: anchors_lib.cached_anchors(
+          workdir / "cache" / "anchors", model_key, rec.cfg, rec.params, prompt_list,
+          rec.vocab.bot_id, step_tokens, config.reasoning.max_depth))
   return step_tokens, anchors, num_steps
 
 
@@ -124,6 +126,14 @@ def init_trainable(config, rec) -> tuple[dict, dict, object]:
   return params, specs, latent_loss_fn(rec.cfg, reasoning, aligned=mode == "lasar")
 
 
+def save_trained(rec, params: dict, with_reasoning: bool, out_dir: pathlib.Path) -> None:
+  """Writes the trained backbone (and the reasoning parameters when the mode has them)."""
+  rec_model.save_rec_model(rec, params["backbone"] if with_reasoning else params, out_dir)
+  if with_reasoning:
+    save_reasoning_params({k: v for k, v in params.items() if k != "backbone"},
+                          out_dir / REASONING_PARAMS_FILE)
+
+
 def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
   """Trains (or reuses) Stage 2 of the configured reasoning mode."""
   mode = config.reasoning.mode
@@ -135,7 +145,7 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
                            config.cot if uses_cot else None, train_config, config.seed)
   done = common.finished_summary(out_dir, key)
   if done is not None and rec_model.is_saved(out_dir):
-    print(f"reusing Stage 2 ({mode}) in {out_dir}")
+    reporting.say(f"reusing Stage 2 ({mode}) in {out_dir}")
     return done
   common.claim_stage_dir(out_dir, key)
   data = common.prepared_data(config, workdir)
@@ -150,11 +160,9 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
   state, summary = loop.train(loss_fn, params, examples, train_config, seed=config.seed,
                               stage_dir=out_dir, pad_values=pad_values, mesh_config=config.mesh,
                               logical_specs=specs)
-  backbone = state.params if padded == "tokens" else state.params["backbone"]
-  rec_model.save_rec_model(rec, backbone, out_dir)
-  if padded == "prompt":
-    save_reasoning_params({k: v for k, v in state.params.items() if k != "backbone"},
-                          out_dir / REASONING_PARAMS_FILE)
+  trained = distributed.to_host(state.params)
+  distributed.write_on_primary(f"{out_dir.name} model",
+                               lambda: save_trained(rec, trained, padded == "prompt", out_dir))
   depths = [int(e["depth"]) for e in examples if "depth" in e]
   summary = {**summary, "mode": mode, "examples": len(examples), "fingerprint": key}
   if depths:

@@ -12,7 +12,7 @@ import pathlib
 import ml_collections
 import numpy as np
 
-from lasar_jax import atomic, item_embeddings, sid
+from lasar_jax import atomic, distributed, item_embeddings, reporting, sid
 from lasar_jax.stages import common
 
 SUMMARY_KEYS = ("num_items", "collision_rate", "unique_ratio", "levels", "codebook_sizes")
@@ -39,16 +39,22 @@ def summarize(stats: dict) -> dict:
 
 
 def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
-  """Computes (or reuses) the Semantic IDs of the run's items."""
+  """Computes (or reuses) the Semantic IDs of the run's items (process 0 computes them, the
+  others then reuse its files)."""
   data = common.prepared_data(config, workdir)
-  out_dir = workdir / "sid"
   model = common.text_backbone(config, workdir, data)
+  return distributed.primary_first("sid", lambda: _fit_or_reuse(config, workdir, data, model))
+
+
+def _fit_or_reuse(config, workdir, data, model) -> dict:
+  """The stage's work on one process: reuses finished SIDs of the same inputs or fits them."""
+  out_dir = workdir / "sid"
   key = fingerprint(config, data.stats["fingerprint"], model.key)
   stats_path = out_dir / "stats.json"
   if stats_path.is_file() and (out_dir / "codes.npy").is_file():
     stats = json.loads(stats_path.read_text())
     if stats.get("fingerprint") == key:
-      print(f"reusing Semantic IDs in {out_dir}")
+      reporting.say(f"reusing Semantic IDs in {out_dir}")
       return summarize(stats)
   texts = [str(t) for t in data.item_texts]
   embeddings = item_embeddings.cached_embed_texts(

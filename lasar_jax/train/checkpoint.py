@@ -1,13 +1,21 @@
 """Checkpoints of a training stage: the train state and the data iterator, saved together.
 
 One orbax `CheckpointManager` per stage directory, with two items per step: `state` (any pytree of
-jax arrays, e.g. `TrainState`) and `data` (a grain `DatasetIterator`'s position, saved by
-`grain.checkpoint.CheckpointSave`). Restoring reads the state into an abstract target whose leaves
-carry their shardings, so each device reads only its own shards. Pattern of
+jax arrays, e.g. `TrainState`) and `data` (a grain `DatasetIterator`'s position, saved by grain's
+iterator checkpoint handler, extended below). Restoring reads the state into an abstract target
+whose leaves carry their shardings, so each device reads only its own shards. Pattern of
 AI-Hypercomputer/maxtext `src/maxtext/common/checkpointing.py`.
+
+In a multi-process run every process calls `make_manager`, `save` and `restore` (orbax writes
+each process's shards and one set of metadata). Each process saves its iterator position as its
+own `process_<i>-of-<n>.json`; the iterators of `input_pipeline.make_batches` are at the same
+position on every process, so a run with another process count resumes from process 0's file.
 """
 
+import dataclasses
+import json
 import pathlib
+from typing import Any
 
 import grain
 import jax
@@ -15,6 +23,39 @@ import orbax.checkpoint as ocp
 
 STATE = "state"  # item name of the train state
 DATA = "data"  # item name of the data iterator position
+
+
+class _DataPositionHandler(grain.checkpoint.CheckpointHandler):
+  """grain's iterator handler, restoring from a run of another process count (process 0's file)
+  when this process's own file is absent."""
+
+  def restore(self, directory, item=None, args=None):
+    """Moves the iterator (`args.item`, a grain DatasetIterator) to the saved position."""
+    item = item or args.item
+    own = directory / f"process_{jax.process_index()}-of-{jax.process_count()}.json"
+    if not own.exists():
+      saved = sorted(directory.glob("process_0-of-*.json"))
+      if not saved:
+        raise FileNotFoundError(f"no data iterator position in {directory}")
+      own = saved[0]
+    item.set_state(json.loads(own.read_text()))
+    return item
+
+
+@ocp.args.register_with_handler(_DataPositionHandler, for_save=True)
+@dataclasses.dataclass
+class _DataSave(ocp.args.CheckpointArgs):
+  """Save argument of the data item: the iterator whose position is saved."""
+
+  item: Any
+
+
+@ocp.args.register_with_handler(_DataPositionHandler, for_restore=True)
+@dataclasses.dataclass
+class _DataRestore(ocp.args.CheckpointArgs):
+  """Restore argument of the data item: the iterator to move."""
+
+  item: Any
 
 
 def make_manager(directory, *, keep: int, async_save: bool = True) -> ocp.CheckpointManager:
@@ -37,7 +78,7 @@ def save(manager: ocp.CheckpointManager, step: int, state, data_iterator=None) -
   """
   items = {STATE: ocp.args.StandardSave(state)}
   if data_iterator is not None:
-    items[DATA] = grain.checkpoint.CheckpointSave(data_iterator)
+    items[DATA] = _DataSave(data_iterator)
   manager.save(step, args=ocp.args.Composite(**items), force=True)
 
 
@@ -58,5 +99,5 @@ def restore(manager: ocp.CheckpointManager, target, data_iterator=None, step: in
     raise FileNotFoundError(f"no checkpoint in {manager.directory}")
   items = {STATE: ocp.args.StandardRestore(target)}
   if data_iterator is not None:
-    items[DATA] = grain.checkpoint.CheckpointRestore(data_iterator)
+    items[DATA] = _DataRestore(data_iterator)
   return manager.restore(step, args=ocp.args.Composite(**items))[STATE]

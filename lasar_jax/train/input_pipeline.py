@@ -7,10 +7,14 @@ that holds its longest example, so a jitted step compiles once per bucket, and g
 ([B, L] bool, True on real positions): the model takes its RoPE positions from it, so either
 padding side works.
 
-The pipeline is `source -> shard -> seed/shuffle -> repeat forever -> batch(pad) -> iterator`
-(google/flax `examples/gemma/input_pipeline_grain.py`). Each epoch is shuffled differently but
-deterministically from `seed`, and the iterator's position is a small JSON state
+The pipeline is `source -> seed/shuffle -> repeat forever -> batch(pad) -> this process's rows
+-> iterator` (google/flax `examples/gemma/input_pipeline_grain.py`). Each epoch is shuffled
+differently but deterministically from `seed`, and the iterator's position is a small JSON state
 (`get_state`/`set_state`) that `lasar_jax.train.checkpoint` saves with the model.
+
+Over several processes, every process forms the same global batch (padded to one bucket length)
+and keeps its contiguous block of rows, so the global batch, and the training run, do not depend on
+the number of processes, and every process's iterator is at the same position.
 """
 
 import functools
@@ -98,6 +102,11 @@ def pad_batch(examples: Sequence[Mapping[str, np.ndarray]], *, buckets: Sequence
   return batch
 
 
+def _take_rows(batch: Mapping[str, np.ndarray], rows: slice) -> dict[str, np.ndarray]:
+  """The rows `rows` of every field of a batch."""
+  return {name: value[rows] for name, value in batch.items()}
+
+
 def make_batches(examples: Sequence[Mapping[str, np.ndarray]], batch_size: int,
                  buckets: Sequence[int], pad_values: Mapping[str, int], seed: int,
                  shard_index: int = 0, shard_count: int = 1, *, padding_side: str = "right",
@@ -106,11 +115,13 @@ def make_batches(examples: Sequence[Mapping[str, np.ndarray]], batch_size: int,
 
   Args:
     examples: the training examples (see the module docstring for their fields).
-    batch_size: examples per batch of this process (drop_remainder: shapes are static).
+    batch_size: examples per global batch, over all processes (drop_remainder: shapes are
+      static).
     buckets: allowed padded lengths.
     pad_values: padded field name -> padding value (e.g. {'tokens': pad_id, 'loss_mask': 0}).
     seed: shuffle seed; the same seed gives the same batches.
-    shard_index, shard_count: this process's slice of the examples (examples[i::count]).
+    shard_index, shard_count: this process's rows of every batch: block `shard_index` of
+      `shard_count` equal blocks (`batch_size` must divide evenly).
     padding_side: 'right' (default) or 'left'.
     truncation: 'none' raises for an example longer than the largest bucket (naming its index);
       'left' / 'right' cut positions from that side instead.
@@ -127,14 +138,18 @@ def make_batches(examples: Sequence[Mapping[str, np.ndarray]], batch_size: int,
     raise ValueError(f"truncation={truncation!r} is not one of {TRUNCATIONS}")
   if not buckets or buckets[0] <= 0:
     raise ValueError(f"buckets must be positive lengths, got {buckets}")
-  if batch_size <= 0:
-    raise ValueError(f"batch_size must be positive, got {batch_size}")
+  if batch_size <= 0 or batch_size % shard_count:
+    raise ValueError(f"batch_size must be a positive multiple of shard_count={shard_count}, got "
+                     f"{batch_size}")
   _check_examples(examples, tuple(pad_values), buckets[-1], truncation)
   collate = functools.partial(pad_batch, buckets=buckets, pad_values=dict(pad_values),
                               padding_side=padding_side, truncation=truncation)
-  dataset = grain.MapDataset.source(examples)[shard_index::shard_count]
-  dataset = dataset.seed(seed).shuffle().repeat()
+  dataset = grain.MapDataset.source(examples).seed(seed).shuffle().repeat()
   dataset = dataset.batch(batch_size, drop_remainder=True, batch_fn=collate)
+  if shard_count > 1:
+    rows = batch_size // shard_count
+    dataset = dataset.map(functools.partial(_take_rows, rows=slice(shard_index * rows,
+                                                                    (shard_index + 1) * rows)))
   return dataset.to_iter_dataset(grain.ReadOptions(num_threads=num_threads,
                                                    prefetch_buffer_size=max(2 * num_threads, 1)))
 

@@ -27,7 +27,7 @@ import numpy as np
 import optax
 import tqdm
 
-from lasar_jax import sharding
+from lasar_jax import distributed, sharding
 from lasar_jax.configs import common
 from lasar_jax.train import checkpoint, input_pipeline, metrics, optim
 
@@ -132,10 +132,11 @@ def check_finite(step: int, step_metrics: Mapping[str, Any]) -> None:
                          f"term was finite); training stopped, the state of this step is not saved")
 
 
-def count_tokens(batch: Mapping[str, np.ndarray]) -> int:
-  """Real positions in a host batch: the sum of its `mask` field (0 when it has none)."""
+def count_tokens(batch: Mapping[str, jax.Array]) -> jax.Array | int:
+  """Real positions in a global batch, every process's rows: the sum of its `mask` field (0 when
+  it has none). An int32 [] device array, read back with the step's metrics."""
   mask = batch.get(input_pipeline.MASK_FIELD)
-  return 0 if mask is None else int(np.sum(mask))
+  return 0 if mask is None else jnp.sum(mask, dtype=jnp.int32)
 
 
 def micro_batch_size(train_config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> int:
@@ -152,8 +153,9 @@ def micro_batch_size(train_config: ml_collections.ConfigDict, mesh: jax.sharding
   return micro
 
 
-def _data_iterator(data, train_config, local_batch: int, pad_values, seed: int):
-  """A checkpointable iterator over host batches from examples, an IterDataset or an iterator."""
+def _data_iterator(data, train_config, batch_size: int, pad_values, seed: int):
+  """A checkpointable iterator over this process's rows of global batches of `batch_size`, from
+  examples, an IterDataset or an iterator (which already yield this process's rows)."""
   if isinstance(data, grain.DatasetIterator):
     return data
   if isinstance(data, grain.IterDataset):
@@ -165,7 +167,7 @@ def _data_iterator(data, train_config, local_batch: int, pad_values, seed: int):
     raise ValueError("train() on a list of examples needs pad_values (field -> padding value)")
   c = train_config
   return iter(input_pipeline.make_batches(
-      data, local_batch, tuple(c.buckets), pad_values, seed, shard_index=jax.process_index(),
+      data, batch_size, tuple(c.buckets), pad_values, seed, shard_index=jax.process_index(),
       shard_count=jax.process_count(), padding_side=c.padding_side, truncation=c.truncation,
       num_threads=c.data_threads))
 
@@ -220,7 +222,8 @@ def train(loss_fn: LossFn, params, data, train_config: ml_collections.ConfigDict
       `logical_specs` (plain without specs are replicated). Only their shapes are used when a
       checkpoint exists.
     data: a list of examples (batched by `input_pipeline.make_batches` with `pad_values` and the
-      train config), or a grain IterDataset / DatasetIterator yielding host batches.
+      train config), or a grain IterDataset / DatasetIterator yielding this process's rows of
+      each micro-batch.
     train_config: `config.train`.
     seed: seeds the shuffle and the per-step keys.
     stage_dir: `WORKDIR/<stage>`; holds `checkpoints/`, `metrics.jsonl`, `tensorboard/`.
@@ -246,7 +249,7 @@ def train(loss_fn: LossFn, params, data, train_config: ml_collections.ConfigDict
   optimizer, schedule = optim.make_optimizer(c)
   params, params_sharding = param_shardings(params, mesh, logical_specs)
   shardings = state_shardings(optimizer, params, params_sharding, mesh)
-  iterator = _data_iterator(data, c, micro // jax.process_count(), pad_values, seed)
+  iterator = _data_iterator(data, c, micro, pad_values, seed)
   manager = checkpoint.make_manager(stage_dir / CHECKPOINT_DIR, keep=c.keep_checkpoints,
                                     async_save=c.async_checkpointing)
   start = manager.latest_step() or 0
@@ -258,15 +261,17 @@ def train(loss_fn: LossFn, params, data, train_config: ml_collections.ConfigDict
   del params
   step_fn = make_train_step(loss_fn, optimizer, shardings, mesh)
   writer = metrics.MetricsWriter(stage_dir, start)
-  progress = tqdm.tqdm(total=c.steps, initial=start, desc=stage_dir.name, dynamic_ncols=True)
+  progress = tqdm.tqdm(total=c.steps, initial=start, desc=stage_dir.name, dynamic_ncols=True,
+                       disable=not distributed.is_primary())
   meter = _Meter()
   summary = {"steps": start, "start_step": start, "final_loss": None, "tokens_per_s": None,
              "compile_s": None}
   t_begin = time.perf_counter()
 
-  def finish(update: int, micro_metrics: list, tokens: int) -> None:
+  def finish(update: int, micro_metrics: list, micro_tokens: list) -> None:
     """Host side of one update: NaN check, progress bar, logging, callback."""
-    host = jax.device_get(micro_metrics)
+    host, tokens = jax.device_get((micro_metrics, micro_tokens))
+    tokens = int(sum(tokens))
     try:
       for m in host:
         check_finite(update, m)
@@ -288,12 +293,12 @@ def train(loss_fn: LossFn, params, data, train_config: ml_collections.ConfigDict
   try:
     pending = None  # (update, device metrics, tokens): read back after the next update is queued
     for update in range(start + 1, c.steps + 1):
-      micro_metrics, tokens = [], 0
+      micro_metrics, tokens = [], []
       for _ in range(c.grad_accum):
-        local = next(iterator)
-        tokens += count_tokens(local)
+        batch = input_pipeline.global_batch(next(iterator), mesh)
+        tokens.append(count_tokens(batch))
         t0 = time.perf_counter()
-        state, step_metrics = step_fn(state, input_pipeline.global_batch(local, mesh))
+        state, step_metrics = step_fn(state, batch)
         if summary["compile_s"] is None:
           jax.block_until_ready(step_metrics)
           summary["compile_s"] = time.perf_counter() - t0

@@ -5,7 +5,7 @@ import pathlib
 
 import tensorboardX
 
-from lasar_jax import atomic
+from lasar_jax import atomic, distributed
 
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
@@ -23,10 +23,14 @@ class MetricsWriter:
   """Appends rows to `<stage_dir>/metrics.jsonl` and scalars to `<stage_dir>/tensorboard`.
 
   Opened for a run that resumes at `start_step`, it first drops the rows of later steps (written
-  by a killed run after its last checkpoint), so every step appears once.
+  by a killed run after its last checkpoint), so every step appears once. In a multi-process run
+  only process 0 writes; on the others every method does nothing.
   """
 
   def __init__(self, stage_dir, start_step: int = 0):
+    self._tensorboard = None
+    if not distributed.is_primary():
+      return
     stage_dir = pathlib.Path(stage_dir)
     stage_dir.mkdir(parents=True, exist_ok=True)
     self.path = stage_dir / METRICS_FILE
@@ -38,6 +42,8 @@ class MetricsWriter:
 
   def write(self, step: int, values: dict[str, float]) -> None:
     """Logs `values` (name -> number) for optimizer step `step`."""
+    if self._tensorboard is None:
+      return
     row = {"step": int(step), **{name: float(v) for name, v in values.items()}}
     with self.path.open("a") as f:
       f.write(json.dumps(row, sort_keys=True) + "\n")
@@ -47,4 +53,5 @@ class MetricsWriter:
 
   def close(self) -> None:
     """Flushes and closes the TensorBoard writer."""
-    self._tensorboard.close()
+    if self._tensorboard is not None:
+      self._tensorboard.close()
