@@ -136,3 +136,23 @@ def test_tokenizer_larger_than_embedding_is_rejected(tmp_path):
   cfg = tiny_cfg(len(tokenizer) - 1, tied=True)
   with pytest.raises(ValueError, match="rows"):
     vocab.extend_model_and_tokenizer(random_params(cfg), cfg, tokenizer, [vocab.BOT])
+
+
+def test_new_rows_with_noise_have_the_old_rows_spread(tmp_path):
+  tokenizer = tiny_tokenizer(tmp_path)
+  before = len(tokenizer)
+  cfg = tiny_cfg(before, tied=True)
+  params = nn.meta.unbox(random_params(cfg))
+  new_tokens = vocab.sid_tokens(4, 256)  # enough rows to estimate a mean and a spread
+  new_params, _, ids = vocab.extend_model_and_tokenizer(params, cfg, tokenizer, new_tokens,
+                                                        noise_scale=0.5, key=jax.random.key(3))
+  old = np.asarray(params["embedding"], np.float64)
+  new = np.asarray(new_params["embedding"], np.float64)
+  np.testing.assert_array_equal(new[:before], old[:before])  # existing tokens untouched
+  fresh = new[list(ids.values())]
+  assert len({row.tobytes() for row in fresh}) == len(fresh)  # no two new rows are equal
+  np.testing.assert_allclose(fresh.mean(axis=0), old.mean(axis=0), atol=4 * 0.5 * old.std() / 32)
+  np.testing.assert_allclose(fresh.std(axis=0) / old.std(axis=0), 0.5, rtol=0.15)
+  again, _, _ = vocab.extend_model_and_tokenizer(params, cfg, tiny_tokenizer(tmp_path / "b"),
+                                                 new_tokens, noise_scale=0.5, key=jax.random.key(3))
+  np.testing.assert_array_equal(np.asarray(again["embedding"]), new_params["embedding"])

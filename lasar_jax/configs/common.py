@@ -111,6 +111,7 @@ def sft_config() -> ml_collections.ConfigDict:
   c.tasks.title_to_sid = 2.0  # title -> SID, per item
   c.tasks.sid_to_title = 1.0  # SID -> title, per item
   c.max_title_tokens = 24  # title tokens kept in prompts and responses
+  c.new_token_noise = 1.0  # new SID/special rows: old-row mean + this x old-row std x N(0, 1)
   c.stage1_steps = 0  # Stage-1 optimizer updates; 0 = config.train.steps
   return c
 

@@ -5,12 +5,15 @@ step, and SID code `c` of level `l` is `<{letter(l)}_{c}>` (`<a_17>`, `<b_3>`, .
 
 New embedding rows (and LM-head columns when untied) start at the mean of the existing rows, so a
 new token is initially an "average" input and gets an average logit; old rows are never touched,
-so the model's outputs over old tokens are unchanged.
+so the model's outputs over old tokens are unchanged. With `noise_scale > 0` each new row adds
+Gaussian noise of `noise_scale` times the old rows' per-dimension standard deviation: identical
+rows for hundreds of SID tokens are a symmetry that training breaks only slowly.
 """
 
 import string
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -44,31 +47,44 @@ def _vocab_tables(cfg: ModelConfig) -> tuple[tuple[str, int], ...]:
   return tables
 
 
-def _with_mean_rows(table, axis: int, num_rows: int, start: int, stop: int):
-  """`table` grown to `num_rows` along its vocab `axis`, rows [start, stop) set to the mean row.
+def _with_mean_rows(table, axis: int, num_rows: int, start: int, stop: int, noise_scale: float,
+                    key: jax.Array | None):
+  """`table` grown to `num_rows` along its vocab `axis`, rows [start, stop) set to the mean row
+  (plus `noise_scale` x per-dimension std x N(0, 1) when `noise_scale > 0`, drawn with `key`).
 
-  The mean is over the original rows, computed in f32. NumPy stays NumPy, jax stays jax.
+  Mean and std are over the original rows, computed in f32. NumPy stays NumPy, jax stays jax.
   """
   xp = np if isinstance(table, np.ndarray) else jnp
   rows_vd = table if axis == 0 else table.T
   old_rows, width = rows_vd.shape
-  mean_d = rows_vd.astype(np.float32).mean(axis=0).astype(rows_vd.dtype)
-  grown_vd = xp.concatenate([rows_vd, xp.broadcast_to(mean_d, (num_rows - old_rows, width))])
+  old_vd = rows_vd.astype(np.float32)
+  mean_d = old_vd.mean(axis=0)
+  fresh_vd = xp.broadcast_to(mean_d, (num_rows, width))
+  if noise_scale > 0:
+    if key is None:
+      raise ValueError("noise_scale > 0 needs a PRNG key")
+    noise_vd = jax.random.normal(key, (num_rows, width), jnp.float32) * old_vd.std(axis=0)
+    fresh_vd = fresh_vd + noise_scale * (np.asarray(noise_vd) if xp is np else noise_vd)
+  fresh_vd = fresh_vd.astype(rows_vd.dtype)
+  grown_vd = xp.concatenate([rows_vd, fresh_vd[old_rows:]])
   ids_v1 = xp.arange(num_rows)[:, None]
-  fresh_v1 = (ids_v1 >= start) & (ids_v1 < stop)
-  out_vd = xp.where(fresh_v1, mean_d[None], grown_vd)
+  is_new_v1 = (ids_v1 >= start) & (ids_v1 < stop)
+  out_vd = xp.where(is_new_v1, fresh_vd, grown_vd)
   return out_vd if axis == 0 else out_vd.T
 
 
-def _reset_rows(params: dict, cfg: ModelConfig, num_rows: int, start: int, stop: int
+def _reset_rows(params: dict, cfg: ModelConfig, num_rows: int, start: int, stop: int,
+                noise_scale: float = 0.0, key: jax.Array | None = None
                 ) -> tuple[dict, ModelConfig]:
-  """Params and config with `num_rows` vocabulary rows, rows [start, stop) at the mean."""
+  """Params and config with `num_rows` vocabulary rows, rows [start, stop) at the mean (+ noise)."""
   if num_rows < cfg.vocab_size:
     raise ValueError(f"cannot shrink the vocabulary from {cfg.vocab_size} to {num_rows} rows")
   params = dict(params)
-  for name, axis in _vocab_tables(cfg):
+  for index, (name, axis) in enumerate(_vocab_tables(cfg)):
     leaf = params[name]
-    value = _with_mean_rows(nn.meta.unbox(leaf), axis, num_rows, start, stop)
+    table_key = None if key is None else jax.random.fold_in(key, index)
+    value = _with_mean_rows(nn.meta.unbox(leaf), axis, num_rows, start, stop, noise_scale,
+                            table_key)
     params[name] = leaf.replace_boxed(value) if isinstance(leaf, nn.meta.AxisMetadata) else value
   return params, cfg.replace(vocab_size=num_rows)
 
@@ -102,9 +118,11 @@ def extend_tokenizer(tokenizer, new_tokens) -> dict[str, int]:
   return ids
 
 
-def extend_model_and_tokenizer(params: dict, cfg: ModelConfig, tokenizer, new_tokens
+def extend_model_and_tokenizer(params: dict, cfg: ModelConfig, tokenizer, new_tokens,
+                               noise_scale: float = 0.0, key: jax.Array | None = None
                                ) -> tuple[dict, ModelConfig, dict[str, int]]:
-  """Adds `new_tokens` to the tokenizer and gives each new id an embedding row at the mean.
+  """Adds `new_tokens` to the tokenizer and gives each new id an embedding row at the mean (plus
+  noise of `noise_scale` old-row standard deviations, drawn with `key`, when `noise_scale > 0`).
 
   Ids are assigned by the tokenizer (`len(tokenizer)` onwards). Some checkpoints (Qwen) have more
   embedding rows than tokenizer entries: new ids then land on those spare rows, which are reset to
@@ -119,5 +137,6 @@ def extend_model_and_tokenizer(params: dict, cfg: ModelConfig, tokenizer, new_to
                      "rows: its ids do not all index rows")
   ids = extend_tokenizer(tokenizer, new_tokens)
   end_new = len(tokenizer)
-  params, cfg = _reset_rows(params, cfg, max(cfg.vocab_size, end_new), first_new, end_new)
+  params, cfg = _reset_rows(params, cfg, max(cfg.vocab_size, end_new), first_new, end_new,
+                            noise_scale, key)
   return params, cfg, ids

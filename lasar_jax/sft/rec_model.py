@@ -29,11 +29,15 @@ class RecModel:
   vocab: RecVocab
 
 
-def extend_for_recommendation(model: backbone_lib.Backbone, codes_il: np.ndarray) -> RecModel:
-  """Adds the SID tokens of `codes_il` and `<bot>`, `<eot>`, `<pause>` to a plain backbone."""
+def extend_for_recommendation(model: backbone_lib.Backbone, codes_il: np.ndarray,
+                              noise_scale: float = 0.0, seed: int = 0) -> RecModel:
+  """Adds the SID tokens of `codes_il` and `<bot>`, `<eot>`, `<pause>` to a plain backbone; their
+  rows start at the mean of the old rows plus noise of `noise_scale` old-row standard deviations
+  (see `vocab.extend_model_and_tokenizer`) drawn with `seed`."""
   tokenizer = model.tokenizer
   params, cfg, ids = vocab_lib.extend_model_and_tokenizer(
-      jax.device_get(model.params), model.cfg, tokenizer, new_tokens(codes_il))
+      jax.device_get(model.params), model.cfg, tokenizer, new_tokens(codes_il), noise_scale,
+      jax.random.key(seed))
   if tokenizer.pad_token_id is None:
     tokenizer.pad_token = tokenizer.eos_token
   vocab = build_rec_vocab(ids, codes_il, eos_id=tokenizer.eos_token_id,

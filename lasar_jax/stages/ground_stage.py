@@ -32,7 +32,8 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
   common.claim_stage_dir(out_dir, key)
   data = common.prepared_data(config, workdir)
   rec = rec_model.extend_for_recommendation(common.text_backbone(config, workdir, data),
-                                            sid_stage.load_codes(workdir))
+                                            sid_stage.load_codes(workdir),
+                                            config.sft.new_token_noise, config.seed)
   pieces = prompts.make_pieces(rec.tokenizer, data.titles, config.sft.max_title_tokens)
   examples, counts = tasks.stage1_examples(data, pieces, rec.vocab, config.sft.tasks, config.seed)
   state, summary = loop.train(
