@@ -24,7 +24,7 @@ import pathlib
 import platform
 import time
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -38,6 +38,7 @@ _TRANSFORMERS = flags.DEFINE_bool(
     "on the `none` weights (needs torch, from the test extra).")
 _HF_USERS = flags.DEFINE_integer("hf_users", 64, "Test users decoded by transformers per batch size.")
 flags.mark_flags_as_required(["workdir"])
+flags.FLAGS.set_default("verbosity", logging.WARNING)  # library INFO logs off (--verbosity=0)
 
 BATCH_SIZES = (1, 64)
 
