@@ -18,6 +18,7 @@ def get_config(variant: str = ""):
   config = common.base_config()
   config.stage = "chain"
   config.sft.stage1_steps = 300  # CPU-sized defaults: the whole chain runs in minutes
-  config.reasoning.stage2_steps = 200
-  config.grpo.steps = 60
+  config.reasoning.stage2_steps = 150
+  config.reasoning.stage2_samples = 150 * config.train.batch_size  # each seen once
+  config.grpo.steps = 40
   return config

@@ -84,9 +84,9 @@ def train_config() -> ml_collections.ConfigDict:
   c.buckets = (64, 128, 256)  # padded sequence lengths: a batch is padded to the smallest that fits
   c.padding_side = "right"  # where padding goes: 'right' | 'left'
   c.truncation = "none"  # examples longer than the largest bucket: 'none' (error) | 'left' | 'right' (side cut)
-  c.learning_rate = 3e-4  # peak learning rate
+  c.learning_rate = 3e-3  # peak learning rate (suits the tiny scratch default; ~1e-4 for a pretrained LM)
   c.schedule = "cosine"  # after warmup: 'cosine' (decay to final_lr_fraction) | 'constant'
-  c.warmup_steps = 100  # linear warmup from 0, in optimizer updates
+  c.warmup_steps = 20  # linear warmup from 0, in optimizer updates
   c.final_lr_fraction = 0.1  # cosine: final learning rate as a fraction of the peak
   c.b1 = 0.9  # AdamW first-moment decay
   c.b2 = 0.95  # AdamW second-moment decay

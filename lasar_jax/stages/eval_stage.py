@@ -3,9 +3,9 @@ baseline, ranked lists exported as JSONL.
 
 The final model (GRPO when it has been trained in the workdir, else Stage 2 of the configured
 mode) is scored into WORKDIR/eval/ (WORKDIR/eval_<mode>/ for a mode other than 'lasar', so the
-modes of one workdir keep their own scores); every other finished training stage is scored into
-WORKDIR/<stage>/eval/, so the summary compares them side by side. A scored model is not scored
-again unless it changed (its stage fingerprint) or the eval config did.
+modes of one workdir keep their own scores); every other finished training stage is scored on the
+test split into WORKDIR/<stage>/eval/, so the summary compares them side by side. A scored model is
+not scored again unless it changed (its stage fingerprint) or the eval config did.
 """
 
 import json
@@ -76,8 +76,12 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
   sid_stage.run(config, workdir)
   codes = sid_stage.load_codes(workdir)
   summary = {}
+  # Earlier stages are compared on the test split alone (when it is scored at all).
+  earlier = ml_collections.ConfigDict(config.to_dict())
+  earlier.eval.splits = tuple(s for s in config.eval.splits if s == "test") or config.eval.splits
   for index, (name, model_dir, mode, out_dir) in enumerate(candidates(config, workdir)):
-    result = evaluate_stage(config, workdir, data, codes, model_dir, mode, out_dir)
+    result = evaluate_stage(config if index == 0 else earlier, workdir, data, codes, model_dir,
+                            mode, out_dir)
     if index == 0:
       summary.update(result)
     else:
