@@ -29,6 +29,7 @@ setuptools.setup(
     ],
     extras_require={
         # Parity tests against the PyTorch reference; the library itself never imports torch.
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "torch==2.13.0"],
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "torch==2.13.0",
+                 "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29", "matplotlib>=3.8"],
     },
 )
