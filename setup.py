@@ -9,7 +9,7 @@ setuptools.setup(
         "JAX/Flax reimplementation of LASAR (latent adaptive semantic-aligned reasoning for "
         "generative recommendation) and its baselines."
     ),
-    python_requires=">=3.11,<3.12",
+    python_requires=">=3.11",  # tested on 3.11 (jax 0.10.2); Colab runs 3.12
     packages=setuptools.find_packages(include=["lasar_jax", "lasar_jax.*"]),
     install_requires=[
         "jax==0.10.2",
