@@ -6,6 +6,7 @@ import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
+import optax
 import pytest
 
 from lasar_jax import sharding
@@ -101,16 +102,19 @@ def test_schedule_warms_up_from_the_first_update_and_decays_to_the_final_fractio
 
 def test_group_learning_rates_move_each_group_at_its_own_rate():
   config = tiny_lm.train_config(steps=10, warmup_steps=0, learning_rate=1e-3, schedule="constant",
-                                weight_decay=0.0, grad_clip=0.0)
+                                weight_decay=0.1, grad_clip=0.0, no_decay="")
   optimizer, _ = optim.make_optimizer(config, {"policy": 0.5})
-  params = {"backbone": {"w": np.ones(3, np.float32)}, "policy": {"w": np.ones(2, np.float32)}}
+  params = {"backbone": {"w": np.full(3, 2.0, np.float32)}, "policy": {"w": np.ones(2, np.float32)}}
   grads = {"backbone": {"w": np.array([2.0, -3.0, 0.5], np.float32)},
            "policy": {"w": np.array([-1.0, 4.0], np.float32)}}
   updates, _ = optimizer.update(grads, optimizer.init(params), params)
-  for group, rate in (("backbone", 1e-3), ("policy", 0.5)):  # Adam's first update, in float64
-    g = grads[group]["w"].astype(np.float64)
-    np.testing.assert_allclose(updates[group]["w"], -rate * g / (np.abs(g) + config.eps),
-                               rtol=1e-5)
+  for group, rate in (("backbone", 1e-3), ("policy", 0.5)):  # AdamW's first update, in float64
+    g, p = grads[group]["w"].astype(np.float64), params[group]["w"].astype(np.float64)
+    expected = -rate * (g / (np.abs(g) + config.eps) + config.weight_decay * p)
+    np.testing.assert_allclose(updates[group]["w"], expected, rtol=1e-5)
+  # the optimizer state's shardings can be derived (optax.tree_map_params) like any other's
+  shapes = jax.eval_shape(optimizer.init, params)
+  assert optax.tree_map_params(optimizer, lambda p: p.shape, shapes) is not None
 
 
 @pytest.fixture(scope="module")

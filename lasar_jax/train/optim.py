@@ -50,11 +50,20 @@ def decay_mask(params, no_decay: str):
   return jax.tree_util.tree_map_with_path(decays, params)
 
 
-def _adamw(train_config: ml_collections.ConfigDict, schedule: optax.Schedule):
-  """AdamW of `train_config` on `schedule`, with weight decay masked by `train_config.no_decay`."""
-  c = train_config
-  return optax.adamw(schedule, b1=c.b1, b2=c.b2, eps=c.eps, weight_decay=c.weight_decay,
-                     mask=lambda params: decay_mask(params, c.no_decay))
+def scale_groups(factors: Mapping[str, float]) -> optax.GradientTransformation:
+  """Multiplies the updates under each top-level parameter key of `factors` by its factor.
+
+  After AdamW, a factor r turns the group into AdamW with learning rate r x lr on the same schedule
+  (the update and its decoupled weight decay are both proportional to the learning rate).
+  """
+  factors = dict(factors)
+
+  def scale(updates, params=None):
+    del params
+    return {key: (jax.tree.map(lambda u, r=factors[key]: u * r, value) if key in factors else value)
+            for key, value in updates.items()}
+
+  return optax.stateless(scale)
 
 
 def make_optimizer(train_config: ml_collections.ConfigDict,
@@ -70,17 +79,11 @@ def make_optimizer(train_config: ml_collections.ConfigDict,
   if int(c.grad_accum) < 1:
     raise ValueError(f"train.grad_accum={c.grad_accum} must be >= 1")
   schedule = make_schedule(c)
-  optimizer = _adamw(c, schedule)
+  optimizer = optax.adamw(schedule, b1=c.b1, b2=c.b2, eps=c.eps, weight_decay=c.weight_decay,
+                          mask=lambda params: decay_mask(params, c.no_decay))
   if group_learning_rates:
-    groups = dict(group_learning_rates)
-    transforms = {"default": optimizer}
-    for name, peak in groups.items():
-      group_config = ml_collections.ConfigDict(c.to_dict())
-      group_config.learning_rate = peak
-      transforms[name] = _adamw(group_config, make_schedule(group_config))
-    optimizer = optax.multi_transform(transforms, lambda params: {
-        key: jax.tree.map(lambda _, k=key: k if k in groups else "default", value)
-        for key, value in params.items()})
+    optimizer = optax.chain(optimizer, scale_groups(
+        {key: peak / c.learning_rate for key, peak in group_learning_rates.items()}))
   if c.grad_clip > 0:
     optimizer = optax.chain(optax.clip_by_global_norm(c.grad_clip), optimizer)
   if int(c.grad_accum) > 1:
