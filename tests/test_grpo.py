@@ -210,8 +210,8 @@ def grpo_specs(mode: str) -> dict:
 def test_reinforce_lowers_depth(tmp_path):
   """Zero SID reward, a cost per latent step: the Policy Head learns to take fewer steps."""
   config = tiny_config()
-  config.grpo.update(steps=10, prompts_per_step=8, learning_rate=0.05, exact_reward=0.0,
-                     lambda_step=1.0, beta_kl=0.0, lambda_term=0.0, log_every=1)
+  config.grpo.update(steps=10, prompts_per_step=8, learning_rate=0.05, policy_learning_rate=0.05,
+                     exact_reward=0.0, lambda_step=1.0, beta_kl=0.0, lambda_term=0.0, log_every=1)
   spec, params = spec_of("lasar"), grpo_params("lasar")
   rng = np.random.default_rng(5)
   examples = [{"prompt": inference.mode_prompt(rng.integers(0, 40, rng.integers(3, 8)), spec),
