@@ -21,8 +21,6 @@ NOTEBOOKS = ROOT / "notebooks"
 # Headless and what Jupyter uses: figures become image/png outputs (with plain Agg, plt.show()
 # in a kernel draws nothing that the test could see).
 INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
-# Cheap XLA CPU optimization: compiling, not running, dominates the tiny chain (about 30% less).
-FAST_COMPILE_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +33,6 @@ def execute(name: str, workdir: pathlib.Path):
   notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
   env = {**os.environ, "LASAR_NOTEBOOK_TINY": "1", "LASAR_NOTEBOOK_WORKDIR": str(workdir),
          "MPLBACKEND": INLINE_BACKEND,
-         "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE_FLAGS}".strip(),
          "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
   client = nbclient.NotebookClient(notebook, timeout=600, kernel_name="python3",
                                    resources={"metadata": {"path": str(NOTEBOOKS)}})
