@@ -36,7 +36,9 @@ _USERS_BATCH64 = flags.DEFINE_integer("users_batch64", 256, "Test users timed in
 _TRANSFORMERS = flags.DEFINE_bool(
     "transformers", True, "Also time transformers generate(num_beams, prefix_allowed_tokens_fn) "
     "on the `none` weights (needs torch, from the test extra).")
-_HF_USERS = flags.DEFINE_integer("hf_users", 64, "Test users decoded by transformers per batch size.")
+_HF_USERS = flags.DEFINE_integer("hf_users", 64, "Test users transformers decodes in batches of 64.")
+_HF_USERS_BATCH1 = flags.DEFINE_integer("hf_users_batch1", 16,
+                                        "Test users transformers decodes one at a time.")
 flags.mark_flags_as_required(["workdir"])
 flags.FLAGS.set_default("verbosity", logging.WARNING)  # library INFO logs off (--verbosity=0)
 
@@ -134,10 +136,10 @@ def time_transformers(config, workdir, data, codes, jax_items) -> dict:
   sid_to_item = {tuple(t): i for i, t in enumerate(rec.vocab.item_tokens.tolist())}
   beam, sid_len = config.eval.beam_width, rec.vocab.sid_length
   row, items = {"torch_threads": torch.get_num_threads()}, np.full((len(prompt_list), beam), -1)
-  for batch in BATCH_SIZES:
+  for batch, count in zip(BATCH_SIZES, (_HF_USERS_BATCH1.value, _HF_USERS.value)):
     elapsed, warm = 0.0, False
-    for start in range(0, len(prompt_list), batch):
-      chunk = prompt_list[start:start + batch]
+    for start in range(0, min(count, len(prompt_list)), batch):
+      chunk = prompt_list[start:min(start + batch, count)]
       width = max(len(p) for p in chunk)
       tokens = np.full((len(chunk), width), rec.vocab.pad_id, np.int64)
       mask = np.zeros((len(chunk), width), np.int64)
@@ -159,7 +161,7 @@ def time_transformers(config, workdir, data, codes, jax_items) -> dict:
       generated = out[:, width:].numpy().reshape(len(chunk), beam, sid_len)
       for j in range(len(chunk)):
         items[start + j] = [sid_to_item.get(tuple(s), -1) for s in generated[j].tolist()]
-    row[f"batch{batch}_ms"] = 1e3 * elapsed / len(prompt_list)
+    row[f"batch{batch}_ms"] = 1e3 * elapsed / min(count, len(prompt_list))
   ours = jax_items[:len(items)]
   row["top1_agreement"] = float(np.mean(items[:, 0] == ours[:, 0]))
   row["top20_overlap"] = float(np.mean([len(set(a) & set(b)) / beam for a, b in zip(items, ours)]))

@@ -2,8 +2,9 @@
 
 import os
 
-# Cheap XLA CPU code generation: compiling, not running, dominates these tiny tests; numerics are
-# unchanged (no fast math either way).
+# Cheap XLA CPU code generation: compiling, not running, dominates these tiny tests. Float rounding
+# can differ from default code generation, so subprocesses compared with this process get the same
+# flags (tests/test_multihost.py).
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_force_host_platform_device_count=8"
                            " --xla_backend_optimization_level=0"

@@ -41,8 +41,12 @@ def _free_port() -> int:
 def _run_two_processes(workdir: pathlib.Path) -> list[tuple[str, str]]:
   """(stdout, stderr) of `python -m lasar_jax.main` run as processes 0 and 1 of a loopback
   jax.distributed run; a failed process's output is printed."""
+  # The same XLA flags as this process (code generation settings change float rounding), with 4
+  # devices per process instead of 8.
+  xla_flags = os.environ["XLA_FLAGS"].replace("--xla_force_host_platform_device_count=8",
+                                              "--xla_force_host_platform_device_count=4")
   env = {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu",
-         "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "TOKENIZERS_PARALLELISM": "false",
+         "XLA_FLAGS": xla_flags, "TOKENIZERS_PARALLELISM": "false",
          "JAX_COMPILATION_CACHE_DIR": jax.config.jax_compilation_cache_dir,  # the fixture's
          "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
   address = f"127.0.0.1:{_free_port()}"

@@ -116,8 +116,9 @@ def test_eval_of_another_mode_keeps_its_own_directory(workdir):
   config = tiny_config()
   config.stage = "eval"
   config.reasoning.mode = "pause"
-  config.eval.update(beam_width=5, ks=(1, 5), batch_size=16, max_users=16)
+  config.eval.update(beam_width=5, ks=(1, 5), batch_size=16, max_users=16)  # no K=10 scored
   pipeline.run(config, str(workdir))
   written = json.loads((workdir / "eval_pause" / "test_metrics.json").read_text())
   assert written["mode"] == "pause" and written["users"] == 16
+  assert {"recall@5", "ndcg@5"} <= set(written) and "recall@10" not in written
   assert lasar_metrics.read_bytes() == before  # LASAR's scores are not overwritten

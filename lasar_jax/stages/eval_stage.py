@@ -64,7 +64,7 @@ def evaluate_stage(config, workdir, data, codes, model_dir, mode, out_dir) -> di
              **{f"{split}_{k}": v for split, m in results.items() for k, v in m.items()
                 if k in SUMMARY_METRICS},
              **{f"{split}_most_popular_{k}": m["most_popular"][k] for split, m in results.items()
-                for k in ("recall@10", "ndcg@10")}}
+                for k in ("recall@10", "ndcg@10") if k in m["most_popular"]}}
   common.write_summary(out_dir, summary)
   return summary
 
