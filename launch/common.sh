@@ -40,9 +40,12 @@ run() {
   fi
 }
 
-# Appends --zone/--project flags for gcloud to the array named $1 (project only when set).
-gcloud_location_flags() {
+# Checks that NAME and ZONE are set (one-line error otherwise) and appends the gcloud flags that
+# locate the TPU VM (--zone, and --project when PROJECT is set) to the array named $1.
+tpu_target_flags() {
   local -n flags_ref="$1"
+  [[ -n "$NAME" ]] || die "--name (or TPU_NAME) is required"
+  [[ -n "$ZONE" ]] || die "--zone (or TPU_ZONE) is required"
   flags_ref+=("--zone=$ZONE")
   if [[ -n "$PROJECT" ]]; then
     flags_ref+=("--project=$PROJECT")

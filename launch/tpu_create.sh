@@ -46,8 +46,8 @@ for arg in "$@"; do
     *) die "unknown argument '$arg'" ;;
   esac
 done
-[[ -n "$NAME" ]] || die "--name (or TPU_NAME) is required"
-[[ -n "$ZONE" ]] || die "--zone (or TPU_ZONE) is required"
+FLAGS=()
+tpu_target_flags FLAGS
 if [[ -z "$VERSION" ]]; then
   case "$TYPE" in
     v4-*) VERSION=tpu-ubuntu2204-base ;;
@@ -58,7 +58,5 @@ if [[ -z "$VERSION" ]]; then
   esac
 fi
 
-FLAGS=()
-gcloud_location_flags FLAGS
 run gcloud compute tpus tpu-vm create "$NAME" "${FLAGS[@]}" --accelerator-type="$TYPE" \
   --version="$VERSION" "${CAPACITY[@]}"

@@ -33,9 +33,7 @@ for arg in "$@"; do
     *) die "unknown argument '$arg'" ;;
   esac
 done
-[[ -n "$NAME" ]] || die "--name (or TPU_NAME) is required"
-[[ -n "$ZONE" ]] || die "--zone (or TPU_ZONE) is required"
-
 FLAGS=()
-gcloud_location_flags FLAGS
+tpu_target_flags FLAGS
+
 run gcloud compute tpus tpu-vm delete "$NAME" "${FLAGS[@]}" "${CONFIRM[@]}"

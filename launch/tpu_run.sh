@@ -77,8 +77,8 @@ remote_path() {
   if [[ "$1" == /* ]]; then quote_args "$1"; else echo "\$HOME/$(quote_args "$1")"; fi
 }
 
-[[ -n "$NAME" ]] || die "--name (or TPU_NAME) is required"
-[[ -n "$ZONE" ]] || die "--zone (or TPU_ZONE) is required"
+FLAGS=()
+tpu_target_flags FLAGS
 [[ -n "$WORKDIR" ]] || die "--workdir (or LASAR_WORKDIR) is required"
 [[ "$RUN_NAME" =~ ^[A-Za-z0-9_.-]+$ ]] || die "--run-name may hold only letters, digits, '_', '.', '-'"
 if [[ "$WORKDIR" == gs://* ]]; then
@@ -106,7 +106,5 @@ case "$MODE" in
   *) die "--mode must be nohup, tmux or foreground, got '$MODE'" ;;
 esac
 
-FLAGS=()
-gcloud_location_flags FLAGS
 run gcloud compute tpus tpu-vm ssh "$NAME" --worker=all "${FLAGS[@]}" \
   --command="set -o pipefail; mkdir -p \$HOME/lasar_logs && cd $(remote_path "$REMOTE_DIR") && $START"

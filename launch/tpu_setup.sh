@@ -77,8 +77,8 @@ for arg in "$@"; do
     *) die "unknown argument '$arg'" ;;
   esac
 done
-[[ -n "$NAME" ]] || die "--name (or TPU_NAME) is required"
-[[ -n "$ZONE" ]] || die "--zone (or TPU_ZONE) is required"
+FLAGS=()
+tpu_target_flags FLAGS
 if [[ -n "$BUCKET" ]]; then
   [[ "$BUCKET" != gs://* ]] || die "--bucket takes the bucket name without gs://," \
     "e.g. --bucket=${BUCKET#gs://}"
@@ -91,8 +91,6 @@ fi
 JAX_VERSION="$(sed -n 's/.*"jax==\([0-9.]*\)".*/\1/p' "$REPO_ROOT/setup.py")"
 [[ -n "$JAX_VERSION" ]] || die "no jax==X pin found in $REPO_ROOT/setup.py"
 
-FLAGS=()
-gcloud_location_flags FLAGS
 
 case "$SOURCE" in
   archive)
