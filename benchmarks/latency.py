@@ -60,12 +60,11 @@ def model_dir_for(workdir: pathlib.Path, mode: str) -> tuple[pathlib.Path, bool]
   return stage1, False
 
 
-def reasoning_params_for(config, rec, model_dir: pathlib.Path, trained: bool) -> dict:
-  """The mode's projection / Policy Head: saved ones, or fresh ones for a stand-in model."""
+def fresh_reasoning_params(config, rec) -> dict:
+  """Freshly initialized projection / Policy Head of `config.reasoning.mode` (for a stand-in
+  model; {} for token modes)."""
   from lasar_jax.stages import latent_stage
 
-  if trained:
-    return latent_stage.load_reasoning_params(model_dir / latent_stage.REASONING_PARAMS_FILE)
   params, _, _ = latent_stage.init_trainable(config, rec)
   return {k: v for k, v in params.items() if k != "backbone"} if "backbone" in params else {}
 
@@ -74,21 +73,20 @@ def time_mode(config, workdir, data, codes, mode: str) -> dict:
   """Latency per user at each batch size, mean depth and rationale length of one mode."""
   import ml_collections
 
-  from lasar_jax import evaluation, inference
-  from lasar_jax.sft import rec_model
+  from lasar_jax import evaluation, trained
   from lasar_jax.sid import trie as trie_lib
 
-  mode_config = ml_collections.ConfigDict(config.to_dict())
-  mode_config.reasoning.mode = mode
-  model_dir, trained = model_dir_for(workdir, mode)
-  rec = rec_model.load_rec_model(model_dir, dtype=config.model.dtype)
-  reasoning_params = reasoning_params_for(mode_config, rec, model_dir, trained)
-  spec = inference.reasoning_spec(mode_config.reasoning, rec.vocab, config.eval.max_rationale_tokens)
+  model_dir, own = model_dir_for(workdir, mode)
+  rec, reasoning_params, spec = trained.load_model(config, model_dir, mode)
+  if not own:
+    mode_config = ml_collections.ConfigDict(config.to_dict())
+    mode_config.reasoning.mode = mode
+    reasoning_params = fresh_reasoning_params(mode_config, rec)
   trie = trie_lib.build_trie(codes)
   users = max(_USERS_BATCH1.value, _USERS_BATCH64.value)
   prompt_list, _, _ = evaluation.split_prompts(data, "test", rec, spec, config.sft.max_title_tokens,
                                                users)
-  row = {"weights": model_dir.name if trained else f"{model_dir.name}*"}
+  row = {"weights": model_dir.name if own else f"{model_dir.name}*"}
   for batch, count in zip(BATCH_SIZES, (_USERS_BATCH1.value, _USERS_BATCH64.value)):
     ranked = evaluation.rank(rec, reasoning_params, spec, trie, prompt_list[:count],
                              config.eval.beam_width, batch, desc=f"{mode} batch {batch}")

@@ -45,12 +45,28 @@ def stage_mode(name: str, config: ml_collections.ConfigDict) -> str:
     return "none"
   if name == grpo_stage.STAGE:
     return config.reasoning.mode
+  if name.startswith(f"{grpo_stage.STAGE}_"):
+    return name.removeprefix(f"{grpo_stage.STAGE}_")
   if name == latent_stage.stage_name("lasar"):
     return "lasar"
   if name.startswith("stage2_"):
     return name.removeprefix("stage2_")
-  raise ValueError(f"unknown stage directory {name!r}: expected stage1, stage2, stage2_<mode> "
-                   "or grpo")
+  raise ValueError(f"unknown stage directory {name!r}: expected stage1, stage2, stage2_<mode>, "
+                   "grpo or grpo_<mode>")
+
+
+def load_model(config: ml_collections.ConfigDict, directory, mode: str
+               ) -> tuple[rec_model.RecModel, dict, inference.ReasoningSpec]:
+  """(model, reasoning parameters, reasoning spec) of the model saved in `directory`, reasoning in
+  `mode` with the other settings of `config.reasoning` and `config.eval.max_rationale_tokens`."""
+  directory = pathlib.Path(directory)
+  rec = rec_model.load_rec_model(directory, dtype=config.model.dtype)
+  reasoning_params = latent_stage.load_reasoning_params(
+      directory / latent_stage.REASONING_PARAMS_FILE)
+  reasoning = ml_collections.ConfigDict(config.reasoning.to_dict())
+  reasoning.mode = mode
+  return rec, reasoning_params, inference.reasoning_spec(reasoning, rec.vocab,
+                                                         config.eval.max_rationale_tokens)
 
 
 def load_stage(config: ml_collections.ConfigDict, workdir, name: str = "grpo") -> TrainedStage:
@@ -62,15 +78,9 @@ def load_stage(config: ml_collections.ConfigDict, workdir, name: str = "grpo") -
   """
   workdir = pathlib.Path(workdir)
   directory = workdir / name
-  mode = stage_mode(name, config)
   if not rec_model.is_saved(directory):
     raise FileNotFoundError(f"no trained model in {directory}: run lasar_jax.pipeline.run first")
-  rec = rec_model.load_rec_model(directory, dtype=config.model.dtype)
-  reasoning_params = latent_stage.load_reasoning_params(
-      directory / latent_stage.REASONING_PARAMS_FILE)
-  reasoning = ml_collections.ConfigDict(config.reasoning.to_dict())
-  reasoning.mode = mode
-  spec = inference.reasoning_spec(reasoning, rec.vocab, config.eval.max_rationale_tokens)
+  rec, reasoning_params, spec = load_model(config, directory, stage_mode(name, config))
   return TrainedStage(name=name, directory=directory, rec=rec, reasoning_params=reasoning_params,
                       spec=spec, data=load_prepared(workdir / "data"),
                       codes_il=sid_stage.load_codes(workdir),

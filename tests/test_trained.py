@@ -54,8 +54,9 @@ def test_prompt_block_and_stage_mode():
   np.testing.assert_array_equal(tokens, [[5, 6, 7, 0], [8, 0, 0, 0]])
   np.testing.assert_array_equal(mask, [[1, 1, 1, 0], [1, 0, 0, 0]])
   config = chain.get_config("tiny")
-  assert [trained.stage_mode(n, config) for n in ("stage1", "stage2", "stage2_pause", "grpo")] == \
-      ["none", "lasar", "pause", config.reasoning.mode]
+  names = ("stage1", "stage2", "stage2_pause", "grpo", "grpo_latent")
+  assert [trained.stage_mode(n, config) for n in names] == \
+      ["none", "lasar", "pause", config.reasoning.mode, "latent"]
   with pytest.raises(ValueError):
     trained.stage_mode("eval", config)
   with pytest.raises(ValueError):

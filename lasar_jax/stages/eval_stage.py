@@ -13,7 +13,7 @@ import pathlib
 
 import ml_collections
 
-from lasar_jax import evaluation, inference
+from lasar_jax import evaluation, trained
 from lasar_jax.sft import rec_model
 from lasar_jax.stages import common, grpo_stage, ground_stage, latent_stage, sid_stage
 
@@ -53,11 +53,7 @@ def evaluate_stage(config, workdir, data, codes, model_dir, mode, out_dir) -> di
   done = common.finished_summary(out_dir, key)
   if done is not None:
     return done
-  rec = rec_model.load_rec_model(model_dir, dtype=config.model.dtype)
-  reasoning_params = latent_stage.load_reasoning_params(model_dir / latent_stage.REASONING_PARAMS_FILE)
-  reasoning = ml_collections.ConfigDict(config.reasoning.to_dict())
-  reasoning.mode = mode
-  spec = inference.reasoning_spec(reasoning, rec.vocab, config.eval.max_rationale_tokens)
+  rec, reasoning_params, spec = trained.load_model(config, model_dir, mode)
   results = evaluation.evaluate(rec, reasoning_params, spec, codes, data, config.eval,
                                 config.sft.max_title_tokens, out_dir)
   summary = {"model": str(model_dir), "mode": mode, "fingerprint": key,
