@@ -8,6 +8,7 @@ test split into WORKDIR/<stage>/eval/, so the summary compares them side by side
 not scored again unless it changed (its stage fingerprint) or the eval config did.
 """
 
+import dataclasses
 import json
 import pathlib
 
@@ -49,11 +50,13 @@ def candidates(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> list
 def evaluate_stage(config, workdir, data, codes, model_dir, mode, out_dir) -> dict:
   """Scores one trained model (reusing earlier scores of the same model and eval config)."""
   stage_key = json.loads((model_dir / common.SUMMARY_FILE).read_text())["fingerprint"]
-  key = common.fingerprint(stage_key, mode, config.eval, config.reasoning)
+  rec, reasoning_params, spec = trained.load_model(config, model_dir, mode)
+  # Keyed on the spec scored (not config.reasoning): Stage 1 scored as 'none' is reused whichever
+  # mode the run that scores it is configured for.
+  key = common.fingerprint(stage_key, dataclasses.asdict(spec), config.eval)
   done = common.finished_summary(out_dir, key)
   if done is not None:
     return done
-  rec, reasoning_params, spec = trained.load_model(config, model_dir, mode)
   results = evaluation.evaluate(rec, reasoning_params, spec, codes, data, config.eval,
                                 config.sft.max_title_tokens, out_dir)
   summary = {"model": str(model_dir), "mode": mode, "fingerprint": key,
