@@ -2,6 +2,7 @@
 
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from lasar_jax import losses
 from lasar_jax.model import transformer
@@ -9,17 +10,40 @@ from lasar_jax.model.config import ModelConfig
 from lasar_jax.reasoning import alignment, latent, policy_head
 
 
-def response_loss_fn(cfg: ModelConfig):
-  """Next-token cross entropy on the response tokens (`loss_mask`) of padded `tokens` batches."""
+def max_response_targets(examples) -> int:
+  """Most loss positions (`loss_mask` tokens after the first) in one of `examples`: the
+  `max_targets` of `response_loss_fn` for batches of them."""
+  return max(int(np.sum(e["loss_mask"][1:])) for e in examples)
+
+
+def response_loss_fn(cfg: ModelConfig, max_targets: int = 0):
+  """Next-token cross entropy on the response tokens (`loss_mask`) of padded `tokens` batches.
+
+  `max_targets` > 0 (at least every row's number of loss positions, `max_response_targets`): the
+  LM head runs on each row's loss positions only, moved to the front by a stable sort, instead of
+  on every position (prompts are most of a Stage-1 sequence). Same loss and gradients.
+  """
   model = transformer.Decoder(cfg)
 
   def loss_fn(params, batch, rng):
     del rng
     tokens_bt, mask_bt = batch["tokens"], batch["mask"]
-    logits_btv, _, _ = model.apply({"params": params}, tokens_bt, mask=mask_bt,
-                                   positions=transformer.positions_from_mask(mask_bt))
-    target_mask_bt = batch["loss_mask"][:, 1:] & mask_bt[:, 1:]
-    ce, metrics = losses.token_cross_entropy(logits_btv[:, :-1], tokens_bt[:, 1:], target_mask_bt)
+    target_mask_bt = batch["loss_mask"][:, 1:] & mask_bt[:, 1:]  # position t predicts token t+1
+    targets_bt = tokens_bt[:, 1:]
+    positions_bt = transformer.positions_from_mask(mask_bt)
+    if 0 < max_targets < targets_bt.shape[1]:
+      _, hidden_btd, _ = model.apply({"params": params}, tokens_bt, mask=mask_bt,
+                                     positions=positions_bt, return_logits=False)
+      order_br = jnp.argsort(~target_mask_bt, axis=1, stable=True)[:, :max_targets]  # R targets
+      hidden_brd = jnp.take_along_axis(hidden_btd[:, :-1], order_br[..., None], axis=1)
+      logits_brv = model.apply({"params": params}, hidden_brd, method=transformer.Decoder.logits)
+      ce, metrics = losses.token_cross_entropy(
+          logits_brv, jnp.take_along_axis(targets_bt, order_br, axis=1),
+          jnp.take_along_axis(target_mask_bt, order_br, axis=1))
+    else:
+      logits_btv, _, _ = model.apply({"params": params}, tokens_bt, mask=mask_bt,
+                                     positions=positions_bt)
+      ce, metrics = losses.token_cross_entropy(logits_btv[:, :-1], targets_bt, target_mask_bt)
     return ce, {"response_ce": ce, "token_accuracy": metrics["accuracy"]}
 
   return loss_fn

@@ -12,7 +12,7 @@ import ml_collections
 from lasar_jax import distributed, reporting
 from lasar_jax.model import transformer
 from lasar_jax.sft import prompts, rec_model, tasks
-from lasar_jax.sft.losses import response_loss_fn
+from lasar_jax.sft.losses import max_response_targets, response_loss_fn
 from lasar_jax.stages import common, sid_stage
 from lasar_jax.train import loop
 
@@ -37,7 +37,7 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
   pieces = prompts.make_pieces(rec.tokenizer, data.titles, config.sft.max_title_tokens)
   examples, counts = tasks.stage1_examples(data, pieces, rec.vocab, config.sft.tasks, config.seed)
   state, summary = loop.train(
-      response_loss_fn(rec.cfg), rec.params, examples,
+      response_loss_fn(rec.cfg, max_response_targets(examples)), rec.params, examples,
       common.stage_train_config(config, config.sft.stage1_steps), seed=config.seed,
       stage_dir=out_dir, pad_values={"tokens": rec.vocab.pad_id, "loss_mask": False},
       mesh_config=config.mesh, logical_specs=transformer.logical_specs(rec.cfg))

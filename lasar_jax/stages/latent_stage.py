@@ -22,7 +22,7 @@ from lasar_jax.data.prepare import PreparedData
 from lasar_jax.model import transformer
 from lasar_jax.reasoning import latent, policy_head
 from lasar_jax.sft import prompts, rec_model, stage2_examples
-from lasar_jax.sft.losses import latent_loss_fn, response_loss_fn
+from lasar_jax.sft.losses import latent_loss_fn, max_response_targets, response_loss_fn
 from lasar_jax.stages import common, ground_stage
 from lasar_jax.train import loop
 
@@ -108,12 +108,15 @@ def build_examples(config, workdir, data, rec, model_key: str) -> list[dict]:
   return examples
 
 
-def init_trainable(config, rec) -> tuple[dict, dict, object]:
-  """(params, logical specs, loss_fn) of the mode: backbone alone, or with projection / head."""
+def init_trainable(config, rec, max_targets: int = 0) -> tuple[dict, dict, object]:
+  """(params, logical specs, loss_fn) of the mode: backbone alone, or with projection / head.
+
+  `max_targets`: the token modes' `response_loss_fn` LM head runs on that many loss positions per
+  row (`max_response_targets` of the examples; 0: every position)."""
   mode, reasoning = config.reasoning.mode, config.reasoning
   backbone_specs = transformer.logical_specs(rec.cfg)
   if mode in stage2_examples.TOKEN_MODES:
-    return rec.params, backbone_specs, response_loss_fn(rec.cfg)
+    return rec.params, backbone_specs, response_loss_fn(rec.cfg, max_targets)
   key_projection, key_policy = jax.random.split(jax.random.key(config.seed))
   boxed = {}
   if reasoning.projection:
@@ -152,8 +155,9 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
   rec = rec_model.load_rec_model(workdir / ground_stage.STAGE, dtype=config.model.dtype,
                                  param_dtype=config.model.param_dtype)
   examples = build_examples(config, workdir, data, rec, stage1["fingerprint"])
-  params, specs, loss_fn = init_trainable(config, rec)
   padded = "tokens" if mode in stage2_examples.TOKEN_MODES else "prompt"
+  params, specs, loss_fn = init_trainable(
+      config, rec, max_response_targets(examples) if padded == "tokens" else 0)
   pad_values = {padded: rec.vocab.pad_id}
   if padded == "tokens":
     pad_values["loss_mask"] = False
