@@ -56,24 +56,29 @@ def prompt_block(spec, seed: int = 3):
   return tokens, mask
 
 
-def run_rollout(mode: str, key=jax.random.key(0), temperature=1.0):
+def run_rollout(mode: str, key=jax.random.key(0), temperature=1.0, targets=(0, 1, 2)):
+  """G rollouts of each prompt of `prompt_block`; `targets` are the prompts' target items."""
   spec = spec_of(mode)
   tokens, mask = prompt_block(spec)
-  return rollout_lib.rollout(grpo_params(mode), TRIE, TABLE, tokens, mask, key, temperature,
+  return rollout_lib.rollout(grpo_params(mode), TRIE, TABLE, tokens, mask,
+                             SIDS[np.asarray(targets)].astype(np.int32), key, temperature,
                              cfg=CFG, spec=spec, group_size=GROUP)
 
 
 def loss_batch(mode: str, sampled, seed: int = 4) -> dict:
-  """The update batch of a rollout: prompts repeated G times, targets (prompt b's target is the
-  item of its rollout b, so groups get exact, prefix and zero rewards), noisy old/ref log-probs,
-  random anchors (the last row without one)."""
+  """The update batch of a rollout (key 0): prompts repeated G times, targets (prompt b's target
+  is the item of its rollout b, so groups get exact, prefix and zero rewards) with their path
+  log-probs, noisy old/ref log-probs, random anchors (the last row without one)."""
   tokens, mask = prompt_block(spec_of(mode))
   rng = np.random.default_rng(seed)
   items = np.asarray(sampled.items).reshape(-1, GROUP)
   targets = np.array([items[b, b % GROUP] for b in range(len(LENGTHS))])
+  toward = run_rollout(mode, targets=targets)  # the same samples, walked to these targets
+  np.testing.assert_array_equal(np.asarray(toward.codes), np.asarray(sampled.codes))
   n = len(LENGTHS) * GROUP
   batch = {"prompt": np.repeat(tokens, GROUP, 0), "mask": np.repeat(mask, GROUP, 0),
            "target_codes": np.repeat(SIDS[targets], GROUP, 0).astype(np.int32),
+           "target_logq": toward.target_logprobs,
            "depth": sampled.depth, "codes": sampled.codes, "sid_tokens": sampled.sid_tokens,
            "anchor": rng.normal(0, 2.0, (n, CFG.hidden_size)).astype(np.float32),
            "has_anchor": np.arange(n) < n - 1}
@@ -107,6 +112,16 @@ def test_rollouts_are_valid_items_and_reproducible(mode):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   other = run_rollout(mode, key=jax.random.key(1))
   assert (np.asarray(other.items) != items).any()
+  # the target walk: rollouts of one prompt at one depth share it; other depths change it
+  target_p = np.exp(np.asarray(sampled.target_logprobs, np.float64).sum(1))
+  assert ((target_p > 0) & (target_p <= 1 + 1e-6)).all()
+  by_depth = {}
+  for row, d in enumerate(depth):
+    by_depth.setdefault((row // GROUP, int(d)), []).append(target_p[row])
+  for values in by_depth.values():
+    np.testing.assert_allclose(values, values[0], rtol=1e-5)
+  if mode == "lasar":
+    assert len({round(v[0], 6) for (b, _), v in by_depth.items() if b == 0}) > 1
   # the scoring pass (teacher forced) gives the log-probs the rollout sampled under
   batch = loss_batch(mode, sampled)
   np.testing.assert_allclose(
@@ -143,13 +158,19 @@ def numpy_grpo_loss(w, batch, logp, final_logits, anchor_logits, depth_logits) -
   logp_h, logp_a = _log_softmax(f(final_logits) / w.tau), _log_softmax(f(anchor_logits) / w.tau)
   bkl = ((np.exp(logp_h) - np.exp(logp_a)) * (logp_h - logp_a)).sum(-1)
   counted = (depth > 0) & np.asarray(batch["has_anchor"])
-  depth_r = (r.reshape(-1) - w.lambda_step * depth / K_MAX).reshape(-1, w.group_size)
+  at_least = np.exp(np.concatenate([np.zeros((len(depth), 1)),
+                                    np.cumsum(f(batch["target_logq"]), axis=1)], axis=1))
+  expected = ((at_least[:, :-1] - at_least[:, 1:]) @ np.array(credit[:-1])
+              + w.exact_reward * at_least[:, -1])
+  head_r = expected if w.depth_reward == "expected" else r.reshape(-1)
+  depth_r = (head_r - w.lambda_step * depth / K_MAX).reshape(-1, w.group_size)
   depth_adv = (depth_r - depth_r.mean(1, keepdims=True)).reshape(-1)
   logp_depth = _log_softmax(f(depth_logits))[np.arange(len(depth)), depth]
   terms = {"surrogate": reduce(surr_tok), "kl": reduce(kl_tok),
            "terminal_bkl": bkl[counted].mean(), "policy_reinforce": -(depth_adv * logp_depth).mean(),
            "clip_fraction": np.mean(np.clip(ratio, 1 - w.clip_eps, 1 + w.clip_eps) * adv
-                                    < ratio * adv), "reward_mean": r.mean()}
+                                    < ratio * adv), "reward_mean": r.mean(),
+           "expected_reward_mean": expected.mean()}
   terms["loss"] = (terms["surrogate"] + w.beta_kl * terms["kl"] + w.lambda_term *
                    terms["terminal_bkl"] + w.policy_weight * terms["policy_reinforce"])
   return terms
@@ -167,11 +188,13 @@ def policy_outputs(params, batch):
           inference.policy_depth(params, spec, fwd.prompt_hidden_nd))
 
 
-@pytest.mark.parametrize("aggregation", ("token_mean", "sequence_mean"))
-def test_loss_matches_numpy(aggregation):
+@pytest.mark.parametrize("aggregation,depth_reward", (("token_mean", "expected"),
+                                                       ("sequence_mean", "sampled")))
+def test_loss_matches_numpy(aggregation, depth_reward):
   w = grpo_loss.GrpoWeights(group_size=GROUP, clip_eps=0.2, beta_kl=0.05, kl_kind="k3",
                             lambda_term=0.3, lambda_step=0.4, policy_weight=0.7, exact_reward=1.0,
-                            prefix_credit=(0.0, 0.25, 0.5), aggregation=aggregation, tau=1.5)
+                            prefix_credit=(0.0, 0.25, 0.5), aggregation=aggregation, tau=1.5,
+                            depth_reward=depth_reward)
   spec, params = spec_of("lasar"), grpo_params("lasar")
   sampled = run_rollout("lasar")
   batch = loss_batch("lasar", sampled)

@@ -1,4 +1,5 @@
-"""SID rewards: exact match and prefix credit, against a Python loop."""
+"""SID rewards: exact match and prefix credit against a Python loop; expected rewards against a sum
+over every SID."""
 
 import jax
 import jax.numpy as jnp
@@ -48,3 +49,21 @@ def test_sid_reward_rejects_credit_of_wrong_length():
   with pytest.raises(ValueError, match="prefix_credit has 2 values; SIDs have 3 codes"):
     rewards.sid_reward(jnp.zeros((2, 3), jnp.int32), jnp.zeros((2, 3), jnp.int32),
                        prefix_credit=(0.0, 0.1))
+
+
+@pytest.mark.parametrize("credit", [(), (0.0, 0.1, 0.3)])
+def test_expected_sid_reward_equals_sum_over_every_sid(credit):
+  """E[reward] from the target's path log-probs equals the sum of P(s) * reward(s) over every SID
+  of a random distribution on a full 3 x 4 x 2 code tree."""
+  rng = np.random.default_rng(1)
+  sids = np.array(list(np.ndindex(3, 4, 2)))  # [24, 3]
+  for _ in range(4):
+    p = rng.dirichlet(np.full(len(sids), 0.5))
+    target = sids[rng.integers(len(sids))]
+    prefix_p = [p[(sids[:, :m] == target[:m]).all(1)].sum() for m in range(4)]  # m = 0 .. 3
+    path_logq = np.log(np.array(prefix_p[1:]) / np.array(prefix_p[:-1]))  # [3]
+    expected = sum(pi * r for pi, r in zip(p, _reference(sids, np.broadcast_to(
+        target, sids.shape), 2.0, credit)))
+    got = rewards.expected_sid_reward(jnp.asarray(path_logq, jnp.float32), exact_reward=2.0,
+                                      prefix_credit=credit)
+    np.testing.assert_allclose(float(got), expected, rtol=1e-5, atol=1e-7)

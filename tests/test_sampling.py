@@ -109,3 +109,23 @@ def test_small_temperature_gives_the_beam_1_item():
 def test_non_positive_temperature_raises(temperature):
   with pytest.raises(ValueError, match="temperature"):
     sample(ROWS[:2], jax.random.key(0), temperature=temperature)
+
+
+def test_path_log_probs_of_every_sid_match_brute_force(draws):
+  """Walking each valid SID through the sampling distribution gives its exact probability, and
+  walking the drawn codes gives the log-probs they were drawn with."""
+  tokens, mask = prompts()
+  logits, cache, pos = prefill(T_MAX + LEVELS - 1, PARAMS, jnp.asarray(tokens), jnp.asarray(mask))
+  rows = np.repeat(np.arange(3), ITEMS)  # every item's SID after every prompt
+  path = sampling.sid_path_log_probs(PARAMS, CFG, logits[rows], beam_lib.take_rows(cache, rows),
+                                     T_MAX, pos[rows], TRIE, TABLE, np.tile(SIDS, (3, 1)),
+                                     TEMPERATURE)
+  probs = np.exp(np.asarray(path, np.float64).sum(1)).reshape(3, ITEMS)
+  for row in range(3):
+    np.testing.assert_allclose(probs[row], exact_distribution(real_tokens(tokens, mask, row),
+                                                              TEMPERATURE), rtol=1e-4, atol=1e-7)
+  walked = sample(ROWS[::DRAWS // 8], jax.random.key(0))  # key unused by the walk below
+  again = sampling.sid_path_log_probs(
+      PARAMS, CFG, logits[ROWS[::DRAWS // 8]], beam_lib.take_rows(cache, ROWS[::DRAWS // 8]),
+      T_MAX, pos[ROWS[::DRAWS // 8]], TRIE, TABLE, walked.codes, TEMPERATURE)
+  np.testing.assert_allclose(np.asarray(again), np.asarray(walked.logprobs), atol=1e-5)

@@ -176,6 +176,7 @@ def grpo_config() -> ml_collections.ConfigDict:
   c.lambda_term = 0.1  # 'lasar': weight of the terminal BKL(final latent hidden, last CoT anchor)
   c.lambda_step = 0.1  # 'lasar': Policy Head reward is r - lambda_step * d / K_max (cost per step)
   c.policy_weight = 1.0  # 'lasar': weight of the Policy Head's REINFORCE loss
+  c.depth_reward = "expected"  # 'lasar': head's REINFORCE reward uses 'expected' (E[r | depth]) or 'sampled' r
   c.exact_reward = 1.0  # reward of sampling the target item
   c.prefix_credit = ()  # reward when exactly m leading codes match (m = 0..L'-1); () = exact only
   c.aggregation = "token_mean"  # token loss reduction: 'token_mean' | 'sequence_mean'

@@ -13,6 +13,7 @@ CHOICES = {
     "cot.source": ("template", "llm", "file"),
     "grpo.kl_kind": ("k1", "k2", "k3"),
     "grpo.aggregation": ("token_mean", "sequence_mean"),
+    "grpo.depth_reward": ("expected", "sampled"),
 }
 # Keys whose value must be a positive integer.
 POSITIVE = ("data.max_history", "sid.levels", "sid.codebook_size", "reasoning.max_depth",

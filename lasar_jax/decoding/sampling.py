@@ -56,14 +56,18 @@ class SampleState:
 
 
 def _draw(state: SampleState, level, row_keys_b: jax.Array, trie: trie_lib.SidTrie,
-          table_lc: jax.Array, temperature: jax.Array) -> SampleState:
-  """Samples level `level`'s code of every row and records it (cache and logits untouched)."""
+          table_lc: jax.Array, temperature: jax.Array, forced_bl: jax.Array | None) -> SampleState:
+  """Samples level `level`'s code of every row (or takes `forced_bl[:, level]`) and records it
+  (cache and logits untouched)."""
   tokens_c = table_lc[level]
   allowed_bc = trie_lib.allowed_mask(trie, state.nodes_b)
   logq_bc = beam_lib.code_log_probs(state.logits_bv / temperature, tokens_c, allowed_bc,
                                     renormalize=True)
-  keys_b = jax.vmap(jax.random.fold_in, in_axes=(0, None))(row_keys_b, level)
-  code_b = jax.vmap(jax.random.categorical)(keys_b, logq_bc).astype(jnp.int32)
+  if forced_bl is None:
+    keys_b = jax.vmap(jax.random.fold_in, in_axes=(0, None))(row_keys_b, level)
+    code_b = jax.vmap(jax.random.categorical)(keys_b, logq_bc).astype(jnp.int32)
+  else:
+    code_b = forced_bl[:, level].astype(jnp.int32)
   token_b = tokens_c[code_b]
   model_logp_b = (jnp.take_along_axis(state.logits_bv, token_b[:, None], axis=1)[:, 0]
                   - jax.nn.logsumexp(state.logits_bv, axis=-1))
@@ -78,8 +82,10 @@ def _draw(state: SampleState, level, row_keys_b: jax.Array, trie: trie_lib.SidTr
 
 @functools.partial(jax.jit, static_argnames="cfg")
 def _sample(params, cfg: ModelConfig, first_logits_bv, cache: KVCache, cache_index, pos_b,
-            trie: trie_lib.SidTrie, code_token_ids, key, temperature) -> SampleResult:
-  """`sample_sids` after the argument checks (temperature traced: no recompile per value)."""
+            trie: trie_lib.SidTrie, code_token_ids, key, temperature,
+            forced_bl: jax.Array | None = None) -> SampleResult:
+  """`sample_sids` after the argument checks (temperature traced: no recompile per value), or
+  with `forced_bl` [B, L'] the walk down those codes instead of drawn ones (`key` unused)."""
   depth = trie.depth
   table_lc = beam_lib.code_table(trie, code_token_ids)
   b = first_logits_bv.shape[0]
@@ -92,13 +98,13 @@ def _sample(params, cfg: ModelConfig, first_logits_bv, cache: KVCache, cache_ind
       logprobs_bl=zeros_bl.astype(jnp.float32), model_logprobs_bl=zeros_bl.astype(jnp.float32))
 
   def level_step(level, state: SampleState) -> SampleState:
-    state = _draw(state, level, row_keys_b, trie, table_lc, temperature)
+    state = _draw(state, level, row_keys_b, trie, table_lc, temperature, forced_bl)
     logits_bv, cache = beam_lib.feed_tokens(params, cfg, state.cache, state.token_ids_bl[:, level],
                                             pos_b + level, cache_index + level)
     return state.replace(cache=cache, logits_bv=logits_bv)
 
   state = jax.lax.fori_loop(0, depth - 1, level_step, state)
-  state = _draw(state, depth - 1, row_keys_b, trie, table_lc, temperature)
+  state = _draw(state, depth - 1, row_keys_b, trie, table_lc, temperature, forced_bl)
   return SampleResult(items=trie_lib.item_of(trie, state.nodes_b), codes=state.codes_bl,
                       token_ids=state.token_ids_bl, logprobs=state.logprobs_bl,
                       model_logprobs=state.model_logprobs_bl)
@@ -133,3 +139,19 @@ def sample_sids(params, cfg: ModelConfig, first_logits_bv: jax.Array, cache: KVC
   beam_lib.check_room(cache, cache_index, trie.depth)
   return _sample(params, cfg, first_logits_bv, cache, cache_index, pos_b, trie, code_token_ids,
                  key, jnp.asarray(temperature, jnp.float32))
+
+
+def sid_path_log_probs(params, cfg: ModelConfig, first_logits_bv: jax.Array, cache: KVCache,
+                       cache_index, pos_b: jax.Array, trie: trie_lib.SidTrie,
+                       code_token_ids: jax.Array, codes_bl: jax.Array, temperature=1.0) -> jax.Array:
+  """Log-prob of each code of the valid SIDs `codes_bl` [B, L'] under the distribution
+  `sample_sids` draws from at `temperature`, given the codes before it (teacher forced through
+  the same cache and trie). Their cumulative sums are the log-probs that a sample starts with the
+  first 1 .. L' of these codes. Arguments as in `sample_sids`. [B, L'] f32
+  """
+  if not isinstance(temperature, jax.core.Tracer) and not float(temperature) > 0:
+    raise ValueError(f"temperature must be > 0, got {temperature}")
+  beam_lib.check_room(cache, cache_index, trie.depth)
+  return _sample(params, cfg, first_logits_bv, cache, cache_index, pos_b, trie, code_token_ids,
+                 jax.random.key(0), jnp.asarray(temperature, jnp.float32),
+                 jnp.asarray(codes_bl, jnp.int32)).logprobs

@@ -10,6 +10,8 @@ A batch (every field split on its leading axis N) holds
   old_logp, ref_logp [N, L'] f32         the sampled SID tokens' log-probs under the rollout
                                          policy and under the frozen reference (Stage 2), from
                                          `sid_log_probs` before the update
+  target_logq [N, L'] f32                the target's path log-probs under the rollout's sampling
+                                         distribution at its depth (`Rollout.target_logprobs`)
   anchor [N, D] f32, has_anchor [N] bool  ('lasar') the last CoT anchor a_K of the train sample
 
 Loss = surrogate + beta_kl * kl + lambda_term * terminal_bkl + policy_weight * policy_reinforce:
@@ -20,6 +22,10 @@ Loss = surrogate + beta_kl * kl + lambda_term * terminal_bkl + policy_weight * p
   terminal_bkl ('lasar'): BKL(LM head(final latent hidden), LM head(a_K)) over rows with depth > 0;
   policy_reinforce ('lasar'): REINFORCE on the Policy Head with reward r - lambda_step * d / K_max
     and the group mean as baseline (the head's input is stop-gradient: it trains the head only).
+    `depth_reward='expected'` puts E[r | prompt, d] in place of the sampled r: the expected reward
+    of the SID sample given the depth, exact from `target_logq` (`rewards.expected_sid_reward`).
+    The head's log-prob depends on d alone, so this is the same policy gradient with the SID
+    sample's noise integrated out (a one-in-hundreds exact hit otherwise drowns the depth signal).
 The log-probs are of the model's plain distribution (full vocabulary, temperature 1) from a
 teacher-forced forward of `[prompt, <bot>, d latent steps, <eot>, SID]` (`latent.latent_forward`,
 K_max = 0 for the token modes); the sampling temperature only shapes exploration.
@@ -42,6 +48,7 @@ from lasar_jax.rl.rollout import split_params
 
 LATENT_MODES = ("latent", "lasar")
 REFERENCE_KEYS = ("backbone", "projection")  # the parameters the SID log-probs depend on
+DEPTH_REWARDS = ("expected", "sampled")  # the SID reward in the Policy Head's REINFORCE reward
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +66,7 @@ class GrpoWeights:
   prefix_credit: tuple[float, ...]  # reward by matched prefix length (() = exact match only)
   aggregation: str  # 'token_mean' | 'sequence_mean'
   tau: float  # softmax temperature of the BKL (`config.reasoning.tau`)
+  depth_reward: str = "expected"  # Policy Head reward: E[r | depth] or the sampled r (DEPTH_REWARDS)
 
   @classmethod
   def from_config(cls, grpo_config: ml_collections.ConfigDict, tau: float) -> "GrpoWeights":
@@ -67,7 +75,7 @@ class GrpoWeights:
     return cls(int(g.group_size), float(g.clip_eps), float(g.beta_kl), str(g.kl_kind),
                float(g.lambda_term), float(g.lambda_step), float(g.policy_weight),
                float(g.exact_reward), tuple(float(x) for x in g.prefix_credit),
-               str(g.aggregation), float(tau))
+               str(g.aggregation), float(tau), str(g.depth_reward))
 
 
 @flax.struct.dataclass
@@ -122,6 +130,11 @@ def _head(backbone, cfg: ModelConfig, hidden_ntd: jax.Array) -> jax.Array:
                                         method=transformer.Decoder.logits)
 
 
+def expected_rewards(batch, w: GrpoWeights) -> jax.Array:
+  """E[reward | prompt, depth] of each rollout's SID sample, from its target path log-probs. [N]"""
+  return rewards.expected_sid_reward(batch["target_logq"], w.exact_reward, w.prefix_credit)
+
+
 def group_rewards(batch, w: GrpoWeights) -> tuple[jax.Array, jax.Array]:
   """(rewards [B, G], GRPO advantages [B, G]) of the rollouts in `batch`."""
   r_n = rewards.sid_reward(batch["codes"], batch["target_codes"], w.exact_reward,
@@ -141,7 +154,8 @@ def make_loss_fn(cfg: ModelConfig, spec: inference.ReasoningSpec, w: GrpoWeights
   """`loss_fn(params, batch, rng) -> (loss, metrics)` of GRPO (see the module docstring).
 
   Metrics hold every term by name (surrogate, kl, and for 'lasar' terminal_bkl and
-  policy_reinforce) plus reward_mean, reward_std, exact_match, clip_fraction, ratio_mean,
+  policy_reinforce) plus reward_mean, expected_reward_mean (E[r | depth], a low-noise view of
+  the same reward), reward_std, exact_match, clip_fraction, ratio_mean,
   depth_mean and depth_0 .. depth_K (shares of the sampled depths).
   """
   aligned = spec.mode == "lasar"
@@ -161,7 +175,9 @@ def make_loss_fn(cfg: ModelConfig, spec: inference.ReasoningSpec, w: GrpoWeights
     kl = grpo_math.aggregate_tokens(kl_bgl, token_mask_bgl, w.aggregation)
     loss = surrogate + w.beta_kl * kl
     depth_n = batch["depth"]
+    expected_n = expected_rewards(batch, w)
     metrics = {"surrogate": surrogate, "kl": kl, "reward_mean": jnp.mean(r_bg),
+               "expected_reward_mean": jnp.mean(expected_n),
                "reward_std": jnp.mean(jnp.std(r_bg, axis=-1)),
                "exact_match": jnp.mean(jnp.all(batch["codes"] == batch["target_codes"], axis=-1)),
                "clip_fraction": clip_metrics["clip_fraction"],
@@ -174,7 +190,8 @@ def make_loss_fn(cfg: ModelConfig, spec: inference.ReasoningSpec, w: GrpoWeights
       terminal, _ = alignment.terminal_bkl(fwd.final_hidden_nd, batch["anchor"][:, None],
                                            batch["has_anchor"].astype(jnp.int32), head_fn, w.tau,
                                            mask_b=depth_n > 0)
-      depth_r_bg = grpo_math.depth_rewards(r_bg, depth_n.reshape(-1, group), spec.max_depth,
+      head_r_bg = expected_n.reshape(-1, group) if w.depth_reward == "expected" else r_bg
+      depth_r_bg = grpo_math.depth_rewards(head_r_bg, depth_n.reshape(-1, group), spec.max_depth,
                                            w.lambda_step)
       depth_adv_n = grpo_math.reinforce_advantages(depth_r_bg).reshape(-1)
       depth_logits_nk = inference.policy_depth(reasoning_params, spec, fwd.prompt_hidden_nd)

@@ -30,3 +30,25 @@ def sid_reward(sampled_codes: jax.Array, target_codes: jax.Array, exact_reward: 
                      f"so give {length} (credit for 0..{length - 1} matched codes) or none")
   credit_m = jnp.asarray(tuple(prefix_credit or (0.0,) * length) + (exact_reward,), jnp.float32)
   return credit_m[matched_prefix_length(sampled_codes, target_codes)]
+
+
+def expected_sid_reward(path_logq_l: jax.Array, exact_reward: float = 1.0,
+                        prefix_credit: tuple[float, ...] = ()) -> jax.Array:
+  """Expected `sid_reward` of one sample, from the target's path log-probs.
+
+  Args:
+    path_logq_l: [..., L] f32 log-prob of each target code given the target codes before it,
+      under the sampling distribution (`sampling.sid_path_log_probs` of the target's codes).
+    exact_reward, prefix_credit: as in `sid_reward`.
+  Returns:
+    [...] f32: sum over m of reward(m) * P(exactly m leading codes match), where
+    P(at least m match) = exp(sum of the first m path log-probs).
+  """
+  length = path_logq_l.shape[-1]
+  if prefix_credit and len(prefix_credit) != length:
+    raise ValueError(f"prefix_credit has {len(prefix_credit)} values; SIDs have {length} codes")
+  at_least_m = jnp.exp(jnp.cumsum(path_logq_l.astype(jnp.float32), axis=-1))  # m = 1 .. L
+  at_least_m = jnp.concatenate([jnp.ones_like(at_least_m[..., :1]), at_least_m], axis=-1)
+  exactly_m = at_least_m[..., :-1] - at_least_m[..., 1:]  # m = 0 .. L-1
+  credit_m = jnp.asarray(tuple(prefix_credit or (0.0,) * length), jnp.float32)
+  return jnp.sum(exactly_m * credit_m, axis=-1) + exact_reward * at_least_m[..., -1]

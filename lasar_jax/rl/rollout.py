@@ -10,7 +10,9 @@ prefilled once and its cache repeated G times. Then every rollout row
      depth; the token modes 'none' / 'pause' use 0 ('cot' is not supported: its rationale text
      would have to be sampled and scored too);
   2. runs the mode's reasoning (d latent steps then `<eot>`) from the repeated cache;
-  3. samples a SID under the trie constraint at `temperature` (`decoding.sampling.sample_sids`).
+  3. samples a SID under the trie constraint at `temperature` (`decoding.sampling.sample_sids`),
+     and walks the prompt's target SID through the same distribution
+     (`decoding.sampling.sid_path_log_probs`): how likely this rollout's depth made the target.
 
 Randomness: the depths draw from `fold_in(key, 0)`, the SIDs from `fold_in(key, 1)`.
 """
@@ -43,6 +45,10 @@ class Rollout:
   # [N, L'] f32 log-prob of each SID token under the model's plain distribution (full vocabulary,
   # temperature 1), the distribution the GRPO loss scores with a teacher-forced forward
   model_logprobs: jax.Array
+  # [N, L'] f32 log-prob of each code of the prompt's target SID given the target codes before it,
+  # under the distribution the SID was sampled from at this row's depth (the expected reward given
+  # the depth follows from it: `rewards.expected_sid_reward`)
+  target_logprobs: jax.Array
 
 
 def check_mode(mode: str) -> None:
@@ -68,8 +74,8 @@ def _repeat(prefilled: inference.Prefilled, group_size: int) -> inference.Prefil
 
 @functools.partial(jax.jit, static_argnames=("cfg", "spec", "group_size"))
 def rollout(params: dict, trie: SidTrie, code_token_ids: jax.Array, prompt_bt: jax.Array,
-            mask_bt: jax.Array, key: jax.Array, temperature, *, cfg: ModelConfig,
-            spec: inference.ReasoningSpec, group_size: int) -> Rollout:
+            mask_bt: jax.Array, target_codes_bl: jax.Array, key: jax.Array, temperature, *,
+            cfg: ModelConfig, spec: inference.ReasoningSpec, group_size: int) -> Rollout:
   """G rollouts of every prompt with the current policy. One compile per shape.
 
   Args:
@@ -78,6 +84,7 @@ def rollout(params: dict, trie: SidTrie, code_token_ids: jax.Array, prompt_bt: j
     code_token_ids: [L', C] int token id of code c at level l.
     prompt_bt: [B, T] int prompt blocks with the mode's suffix (`inference.mode_prompt`).
     mask_bt: [B, T] bool, True on real tokens.
+    target_codes_bl: [B, L'] int SID codes of each prompt's target item (a valid SID).
     key: PRNG key of this batch of rollouts.
     temperature: > 0, SID sampling temperature (traced: no recompile per value).
     cfg: the decoder's ModelConfig.
@@ -101,5 +108,10 @@ def rollout(params: dict, trie: SidTrie, code_token_ids: jax.Array, prompt_bt: j
   sample = sampling.sample_sids(backbone, cfg, reasoned.first_logits_bv, reasoned.cache,
                                 reasoned.cache_index, reasoned.pos_b, trie, code_token_ids,
                                 jax.random.fold_in(key, 1), temperature)
+  target_logprobs_nl = sampling.sid_path_log_probs(
+      backbone, cfg, reasoned.first_logits_bv, reasoned.cache, reasoned.cache_index,
+      reasoned.pos_b, trie, code_token_ids, jnp.repeat(target_codes_bl, group_size, axis=0),
+      temperature)
   return Rollout(depth=reasoned.depth_b, items=sample.items, codes=sample.codes,
-                 sid_tokens=sample.token_ids, model_logprobs=sample.model_logprobs)
+                 sid_tokens=sample.token_ids, model_logprobs=sample.model_logprobs,
+                 target_logprobs=target_logprobs_nl)

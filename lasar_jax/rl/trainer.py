@@ -31,7 +31,7 @@ from lasar_jax.rl import rollout as rollout_lib
 from lasar_jax.sid.trie import SidTrie
 from lasar_jax.train import checkpoint, input_pipeline, loop, metrics, optim
 
-PROMPT_FIELDS = ("prompt", input_pipeline.MASK_FIELD)  # what the rollout reads of a host batch
+PROMPT_FIELDS = ("prompt", input_pipeline.MASK_FIELD, "target_codes")  # what the rollout reads
 ROLLOUT_STREAM = 1  # rollout keys: fold_in(key(seed), ROLLOUT_STREAM), apart from the step's keys
 
 
@@ -64,6 +64,9 @@ def check_config(grpo_config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh
     raise ValueError(f"--config.grpo.temperature={g.temperature} must be > 0")
   if g.kl_kind not in grpo_math.KL_KINDS:
     raise ValueError(f"--config.grpo.kl_kind={g.kl_kind!r} is not one of {grpo_math.KL_KINDS}")
+  if g.depth_reward not in grpo_loss.DEPTH_REWARDS:
+    raise ValueError(f"--config.grpo.depth_reward={g.depth_reward!r} is not one of "
+                     f"{grpo_loss.DEPTH_REWARDS}")
   if g.aggregation not in grpo_math.AGGREGATIONS:
     raise ValueError(f"--config.grpo.aggregation={g.aggregation!r} is not one of "
                      f"{grpo_math.AGGREGATIONS}")
@@ -132,7 +135,8 @@ def train(config: ml_collections.ConfigDict, stage_dir, *, cfg: ModelConfig,
 
   rollout_fn = jax.jit(
       functools.partial(rollout_lib.rollout, cfg=cfg, spec=spec, group_size=g.group_size),
-      in_shardings=(params_sharding, replicated, replicated, rows, rows, replicated, replicated),
+      in_shardings=(params_sharding, replicated, replicated, rows, rows, rows, replicated,
+                    replicated),
       out_shardings=rows)
   score_fn = jax.jit(functools.partial(grpo_loss.sid_log_probs, cfg=cfg, spec=spec),
                      in_shardings=(reference_sharding, rows), out_shardings=rows)
@@ -173,10 +177,10 @@ def train(config: ml_collections.ConfigDict, stage_dir, *, cfg: ModelConfig,
     group = input_pipeline.global_batch(
         {k: np.repeat(v, g.group_size, axis=0) for k, v in local.items()}, mesh)
     sampled = rollout_fn(state.params, trie, code_token_ids, prompts["prompt"],
-                         prompts[input_pipeline.MASK_FIELD],
+                         prompts[input_pipeline.MASK_FIELD], prompts["target_codes"],
                          jax.random.fold_in(rollout_key, update), temperature)
     batch = {**group, "depth": sampled.depth, "codes": sampled.codes,
-             "sid_tokens": sampled.sid_tokens}
+             "sid_tokens": sampled.sid_tokens, "target_logq": sampled.target_logprobs}
     old_logp = score_fn(grpo_loss.reference_params(state.params), batch)
     ref_logp = score_fn(reference, batch)
     return step_fn(state, {**batch, "old_logp": old_logp, "ref_logp": ref_logp})
