@@ -4,6 +4,7 @@ Runs the real jitted train step (`lasar_jax.train.loop.make_train_step`) with th
 each stage on batches shaped like the synthetic default's (history prompt of P tokens, SID of L'
 tokens), and reports tokens/second (positions processed, latent steps included), the step time,
 the ratio to Stage 1 (the overhead of the reasoning mode) and the compile time of each step.
+`stage1 full head` is Stage 1 with the LM head on every position instead of the loss positions.
 
   python benchmarks/sft_throughput.py
   python benchmarks/sft_throughput.py --preset=smollm2-135m --batch=8 --prompt_len=128
@@ -107,7 +108,7 @@ def main(argv):
   from lasar_jax.configs import common
   from lasar_jax.model import transformer
   from lasar_jax.model.config import PRESETS
-  from lasar_jax.sft.losses import response_loss_fn
+  from lasar_jax.sft.losses import max_response_targets, response_loss_fn
   from lasar_jax.stages import latent_stage
 
   config = common.base_config()
@@ -118,12 +119,16 @@ def main(argv):
   rng = np.random.RandomState(0)
   results = []
   batch, positions = _batch("stage1", rng, rec.cfg, config)
-  results.append(bench("stage1", response_loss_fn(rec.cfg), rec.params,
-                       transformer.logical_specs(rec.cfg), batch, positions, config.train, mesh))
+  targets = max_response_targets([{"loss_mask": row} for row in batch["loss_mask"]])
+  for name, max_targets in (("stage1", targets), ("stage1 full head", 0)):
+    results.append(bench(name, response_loss_fn(rec.cfg, max_targets), rec.params,
+                         transformer.logical_specs(rec.cfg), batch, positions, config.train, mesh))
   for mode in MODES:
     config.reasoning.mode = mode
-    params, specs, loss_fn = latent_stage.init_trainable(config, rec)
     batch, positions = _batch(mode, rng, rec.cfg, config)
+    targets = (max_response_targets([{"loss_mask": row} for row in batch["loss_mask"]])
+               if "loss_mask" in batch else 0)
+    params, specs, loss_fn = latent_stage.init_trainable(config, rec, targets)
     results.append(bench(f"stage2 {mode}", loss_fn, params, specs, batch, positions,
                          config.train, mesh))
   base = results[0]["tokens_per_s"]

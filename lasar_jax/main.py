@@ -36,9 +36,6 @@ _PROCESS_ID = flags.DEFINE_integer(
     "process_id", None, "This process's index in [0, num_processes); process 0 writes the "
     "outputs, logs and tables (detected on TPU pods and SLURM when left unset).")
 flags.mark_flags_as_required(["config"])
-# Library INFO logs (orbax's per-checkpoint lines, jax backend probing) stay hidden unless asked for
-# with --verbosity=0; progress bars and tables are printed, not logged.
-flags.FLAGS.set_default("verbosity", logging.WARNING)
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -57,6 +54,11 @@ def parse_flags(argv: list[str]) -> list[str]:
 def main(argv: list[str]) -> None:
   """Validates the config, starts jax.distributed if asked, and runs the config's stage."""
   del argv
+  # Library INFO logs (orbax's per-checkpoint lines, jax backend probing) stay hidden unless asked
+  # for with --verbosity=0; progress bars and tables are printed, not logged. (A default set on the
+  # flag before parsing is not applied to the loggers.)
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
   from lasar_jax import pipeline
   from lasar_jax.configs.validate import ConfigError, validate
 

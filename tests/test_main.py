@@ -1,6 +1,8 @@
-"""The entry point: config errors are one clear line; the backbone stage runs from Python."""
+"""The entry point: config errors are one clear line, library INFO logs are hidden by default; the
+backbone stage runs from Python."""
 
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -11,9 +13,9 @@ from lasar_jax.configs.validate import ConfigError, validate
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-def _main(*args):
+def _main(*args, env=None):
   return subprocess.run([sys.executable, "-m", "lasar_jax.main", *args], cwd=REPO,
-                        capture_output=True, text=True, timeout=120)
+                        capture_output=True, text=True, timeout=120, env=env)
 
 
 def test_unknown_key_is_one_clear_line():
@@ -53,3 +55,15 @@ def test_backbone_stage_writes_its_summary(tmp_path):
   assert written == summaries["backbone"]
   assert written["logits_finite"] is True
   assert written["parameters"] > 0
+
+
+def test_library_info_logs_are_hidden_unless_asked_for(tmp_path):
+  """The backbone stage from the command line: jax's INFO line on the missing TPU backend (probed
+  when JAX_PLATFORMS is unset) is hidden by default and shown with --verbosity=0."""
+  args = ("--config=configs/backbone.py", f"--workdir={tmp_path}")
+  env = {k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS"}
+  quiet, loud = _main(*args, env=env), _main(*args, "--verbosity=0", env=env)
+  assert quiet.returncode == 0 and loud.returncode == 0, quiet.stderr + loud.stderr
+  assert "Unable to initialize backend" in loud.stderr
+  assert "Unable to initialize backend" not in quiet.stderr
+  assert (tmp_path / "backbone" / "summary.json").is_file()
