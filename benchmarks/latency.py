@@ -24,7 +24,7 @@ import pathlib
 import platform
 import time
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -40,7 +40,6 @@ _HF_USERS = flags.DEFINE_integer("hf_users", 64, "Test users transformers decode
 _HF_USERS_BATCH1 = flags.DEFINE_integer("hf_users_batch1", 16,
                                         "Test users transformers decodes one at a time.")
 flags.mark_flags_as_required(["workdir"])
-flags.FLAGS.set_default("verbosity", logging.WARNING)  # library INFO logs off (--verbosity=0)
 
 BATCH_SIZES = (1, 64)
 
@@ -173,6 +172,7 @@ def main(argv) -> None:
   from lasar_jax import atomic, reporting
   from lasar_jax.stages import common, sid_stage
 
+  reporting.hide_library_info_logs()
   config = _CONFIG.value
   workdir = pathlib.Path(_WORKDIR.value).resolve()
   data = common.prepared_data(config, workdir)

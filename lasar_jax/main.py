@@ -10,7 +10,7 @@ under SLURM; elsewhere add `--coordinator_address=HOST0:PORT --num_processes=N -
 
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 from lasar_jax import distributed
@@ -54,13 +54,10 @@ def parse_flags(argv: list[str]) -> list[str]:
 def main(argv: list[str]) -> None:
   """Validates the config, starts jax.distributed if asked, and runs the config's stage."""
   del argv
-  # Library INFO logs (orbax's per-checkpoint lines, jax backend probing) stay hidden unless asked
-  # for with --verbosity=0; progress bars and tables are printed, not logged. (A default set on the
-  # flag before parsing is not applied to the loggers.)
-  if not flags.FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)
-  from lasar_jax import pipeline
+  from lasar_jax import pipeline, reporting
   from lasar_jax.configs.validate import ConfigError, validate
+
+  reporting.hide_library_info_logs()
 
   try:
     validate(_CONFIG.value)

@@ -3,7 +3,17 @@
 In a multi-process run only process 0 prints.
 """
 
+from absl import flags, logging
+
 from lasar_jax import distributed
+
+
+def hide_library_info_logs() -> None:
+  """Library INFO logs (orbax's per-checkpoint lines, jax backend probing) off unless --verbosity
+  was given; progress bars and tables are printed, not logged. Call after the flags are parsed:
+  a default set on the flag before parsing never reaches the loggers."""
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
 
 
 def format_value(value) -> str:
