@@ -35,7 +35,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, dict]:
   if unknown:
     raise ValueError(f"config.stage={config.stage!r}: unknown stage {unknown[0]!r}; "
                      f"known: {', '.join(list(STAGES) + ['chain'])}")
-  summaries = {name: STAGES[name](config, workdir) for name in names}
+  summaries = {}
+  for name in names:
+    summaries[name] = STAGES[name](config, workdir)
+    if name == "sid" and "grpo" in names:  # a GRPO setting the SIDs rule out fails before training
+      grpo_stage.check_prefix_credit(config, workdir)
   for name, summary in summaries.items():
     reporting.print_table(f"{name} ({workdir})", summary)
   return summaries

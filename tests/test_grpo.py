@@ -297,3 +297,11 @@ def test_grpo_stage_end_to_end(workdir):
     assert {k.split("/")[0] for k in npz.files} == {"policy", "projection"}
   assert json.loads((out / "summary.json").read_text())["fingerprint"] == summary["fingerprint"]
   assert grpo_stage.run(config, workdir)["fingerprint"] == summary["fingerprint"]  # reused
+
+
+def test_prefix_credit_of_the_wrong_length_is_refused_before_training(workdir):
+  levels = sid_stage.load_codes(workdir).shape[1]
+  grpo_stage.check_prefix_credit(lasar_config(prefix_credit=(0.0,) * levels), workdir)
+  grpo_stage.check_prefix_credit(lasar_config(prefix_credit=()), workdir)
+  with pytest.raises(ValueError, match=rf"has {levels + 1} values but the SIDs .* have {levels} codes"):
+    grpo_stage.check_prefix_credit(lasar_config(prefix_credit=(0.0,) * (levels + 1)), workdir)

@@ -69,10 +69,22 @@ def _trainable(config, rec: rec_model.RecModel, stage2_dir: pathlib.Path) -> tup
   return {"backbone": rec.params, **reasoning_params}, specs
 
 
+def check_prefix_credit(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> None:
+  """Raises ValueError unless `config.grpo.prefix_credit` is () or has one value per SID code of
+  the workdir's (finished) SIDs; the chain calls it before any training."""
+  credit, levels = config.grpo.prefix_credit, sid_stage.load_codes(workdir).shape[1]
+  if credit and len(credit) != levels:
+    raise ValueError(f"--config.grpo.prefix_credit={tuple(credit)} has {len(credit)} values but "
+                     f"the SIDs in {workdir / 'sid'} have {levels} codes: give {levels} (credit "
+                     f"for 0..{levels - 1} matched leading codes) or () for exact match only")
+
+
 def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
   """Trains (or reuses) GRPO on the Stage-2 model of the configured reasoning mode."""
   mode = config.reasoning.mode
   rollout_lib.check_mode(mode)
+  sid_stage.run(config, workdir)
+  check_prefix_credit(config, workdir)
   stage2 = latent_stage.run(config, workdir)
   stage1_key = ground_stage.run(config, workdir)["fingerprint"]
   out_dir = workdir / stage_name(mode)
