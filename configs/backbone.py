@@ -5,12 +5,12 @@
       --config.model.checkpoint=smollm2
 """
 
-from lasar_jax.configs import common
+from lasar_jax.configs import chain
 
 
 def get_config(variant: str = ""):
-  """Config of the backbone check."""
-  del variant
-  config = common.base_config()
+  """Config of the backbone check: the chain's settings (`configs/grpo.py`, `lasar_jax.configs.chain`, variant
+  'tiny' too), so a stage run after the chain in its workdir reuses the stages it finished."""
+  config = chain.get_config(variant)
   config.stage = "backbone"
   return config

@@ -8,12 +8,12 @@ WORKDIR/eval/<split>_metrics.json and <split>_predictions.jsonl, and each earlie
 WORKDIR/<stage>/eval/.
 """
 
-from lasar_jax.configs import common
+from lasar_jax.configs import chain
 
 
 def get_config(variant: str = ""):
-  """Config of the evaluation."""
-  del variant
-  config = common.base_config()
+  """Config of the evaluation: the chain's settings (`configs/grpo.py`, `lasar_jax.configs.chain`, variant
+  'tiny' too), so a stage run after the chain in its workdir reuses the stages it finished."""
+  config = chain.get_config(variant)
   config.stage = "eval"
   return config

@@ -8,12 +8,12 @@ Runs the SID stage and Stage 1 first when the workdir lacks them. `lasar` writes
 WORKDIR/stage2/, another mode WORKDIR/stage2_<mode>/.
 """
 
-from lasar_jax.configs import common
+from lasar_jax.configs import chain
 
 
 def get_config(variant: str = ""):
-  """Config of Stage 2."""
-  del variant
-  config = common.base_config()
+  """Config of Stage 2: the chain's settings (`configs/grpo.py`, `lasar_jax.configs.chain`, variant
+  'tiny' too), so a stage run after the chain in its workdir reuses the stages it finished."""
+  config = chain.get_config(variant)
   config.stage = "stage2"
   return config

@@ -8,12 +8,12 @@
 Writes WORKDIR/sid/sids.json (source item id -> codes) and WORKDIR/sid/stats.json.
 """
 
-from lasar_jax.configs import common
+from lasar_jax.configs import chain
 
 
 def get_config(variant: str = ""):
-  """Config of the SID stage."""
-  del variant
-  config = common.base_config()
+  """Config of the SID stage: the chain's settings (`configs/grpo.py`, `lasar_jax.configs.chain`, variant
+  'tiny' too), so a stage run after the chain in its workdir reuses the stages it finished."""
+  config = chain.get_config(variant)
   config.stage = "sid"
   return config

@@ -67,3 +67,16 @@ def test_library_info_logs_are_hidden_unless_asked_for(tmp_path):
   assert "Unable to initialize backend" in loud.stderr
   assert "Unable to initialize backend" not in quiet.stderr
   assert (tmp_path / "backbone" / "summary.json").is_file()
+
+
+def test_stage_configs_share_the_chain_settings():
+  """A stage run after the chain in its workdir (another mode's Stage 2, an eval) has the chain's
+  settings, so it reuses the chain's SIDs and Stage 1 instead of refusing the workdir."""
+  from configs import backbone, eval as eval_config, grpo, sft_ground, sft_latent, sid  # noqa: PLC0415
+
+  for variant in ("", "tiny"):
+    chain = grpo.get_config(variant).to_dict()
+    for module in (backbone, eval_config, sft_ground, sft_latent, sid):
+      config = module.get_config(variant).to_dict()
+      assert config.pop("stage") != chain["stage"]
+      assert config == {k: v for k, v in chain.items() if k != "stage"}, module.__name__
