@@ -110,6 +110,13 @@ def _sample(params, cfg: ModelConfig, first_logits_bv, cache: KVCache, cache_ind
                       model_logprobs=state.model_logprobs_bl)
 
 
+def _check(cache: KVCache, cache_index, trie: trie_lib.SidTrie, temperature) -> None:
+  """Raises for a concrete temperature <= 0 or a cache without room for the SID tokens."""
+  if not isinstance(temperature, jax.core.Tracer) and not float(temperature) > 0:
+    raise ValueError(f"temperature must be > 0, got {temperature}")
+  beam_lib.check_room(cache, cache_index, trie.depth)
+
+
 def sample_sids(params, cfg: ModelConfig, first_logits_bv: jax.Array, cache: KVCache, cache_index,
                 pos_b: jax.Array, trie: trie_lib.SidTrie, code_token_ids: jax.Array,
                 key: jax.Array, temperature=1.0) -> SampleResult:
@@ -134,9 +141,7 @@ def sample_sids(params, cfg: ModelConfig, first_logits_bv: jax.Array, cache: KVC
   Returns:
     a `SampleResult`.
   """
-  if not isinstance(temperature, jax.core.Tracer) and not float(temperature) > 0:
-    raise ValueError(f"temperature must be > 0, got {temperature}")
-  beam_lib.check_room(cache, cache_index, trie.depth)
+  _check(cache, cache_index, trie, temperature)
   return _sample(params, cfg, first_logits_bv, cache, cache_index, pos_b, trie, code_token_ids,
                  key, jnp.asarray(temperature, jnp.float32))
 
@@ -149,9 +154,7 @@ def sid_path_log_probs(params, cfg: ModelConfig, first_logits_bv: jax.Array, cac
   the same cache and trie). Their cumulative sums are the log-probs that a sample starts with the
   first 1 .. L' of these codes. Arguments as in `sample_sids`. [B, L'] f32
   """
-  if not isinstance(temperature, jax.core.Tracer) and not float(temperature) > 0:
-    raise ValueError(f"temperature must be > 0, got {temperature}")
-  beam_lib.check_room(cache, cache_index, trie.depth)
+  _check(cache, cache_index, trie, temperature)
   return _sample(params, cfg, first_logits_bv, cache, cache_index, pos_b, trie, code_token_ids,
                  jax.random.key(0), jnp.asarray(temperature, jnp.float32),
                  jnp.asarray(codes_bl, jnp.int32)).logprobs
