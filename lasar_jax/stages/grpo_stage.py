@@ -83,9 +83,8 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
   """Trains (or reuses) GRPO on the Stage-2 model of the configured reasoning mode."""
   mode = config.reasoning.mode
   rollout_lib.check_mode(mode)
-  sid_stage.run(config, workdir)
-  check_prefix_credit(config, workdir)
-  stage2 = latent_stage.run(config, workdir)
+  stage2 = latent_stage.run(config, workdir)  # runs the SID stage and Stage 1 first if needed
+  check_prefix_credit(config, workdir)  # the chain checks it before training (pipeline.run)
   stage1_key = ground_stage.run(config, workdir)["fingerprint"]
   out_dir = workdir / stage_name(mode)
   key = common.fingerprint(stage2["fingerprint"], config.grpo, trainer.grpo_train_config(config),
