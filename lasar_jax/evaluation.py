@@ -87,15 +87,31 @@ def rank(rec: RecModel, reasoning_params: dict, spec, trie, prompt_list, beam_wi
 
 
 def train_item_counts(data: PreparedData) -> np.ndarray:
-  """Training interactions per item: each user's sequence without its last two items (the
-  validation and test targets of leave-one-out). [I] int64"""
-  return popularity.count_items([seq[:-2] for seq in data.sequences], data.num_items)
+  """Training interactions per item: each user's sequence without its held-out targets. [I] int64"""
+  return popularity.count_items(data.training_sequences(), data.num_items)
+
+
+def prediction_rows(data: PreparedData, users: np.ndarray, items_nr: np.ndarray) -> list[dict]:
+  """One `{"user", "items"}` row per user: source ids, best first, -1 holes dropped."""
+  return [{"user": str(data.user_ids[u]), "items": [str(data.item_ids[i]) for i in row if i >= 0]}
+          for u, row in zip(users, items_nr)]
+
+
+def write_split(out_dir, split_name: str, split_metrics: dict, predictions: list[dict]) -> None:
+  """Writes `<split>_metrics.json` and `<split>_predictions.jsonl` into `out_dir` (process 0)."""
+  out_dir = pathlib.Path(out_dir)
+
+  def write():
+    """The split's metrics and ranked lists."""
+    atomic.write_json(out_dir / f"{split_name}_metrics.json", split_metrics)
+    atomic.write_jsonl(out_dir / f"{split_name}_predictions.jsonl", predictions)
+
+  distributed.write_on_primary(f"eval {split_name}", write)
 
 
 def evaluate(rec: RecModel, reasoning_params: dict, spec, codes_il: np.ndarray,
              data: PreparedData, eval_config, max_title_tokens: int, out_dir) -> dict:
   """Scores every split of `eval_config.splits`; writes metrics and predictions to `out_dir`."""
-  out_dir = pathlib.Path(out_dir)
   trie = trie_lib.build_trie(codes_il)
   popular = popularity.popularity_ranking(train_item_counts(data), data.num_items,
                                           max(eval_config.ks))
@@ -110,21 +126,11 @@ def evaluate(rec: RecModel, reasoning_params: dict, spec, codes_il: np.ndarray,
         avg_depth=float(ranked["depth"].mean()),
         latency_ms_per_user=ranked["latency_ms_per_user"],
         avg_rationale_tokens=float(ranked["rationale_tokens"].mean()),
-        users=len(targets), mode=spec.mode,
+        users=len(targets), mode=spec.mode, beam_width=eval_config.beam_width,
         depth_histogram=np.bincount(ranked["depth"], minlength=spec.max_depth + 1).tolist())
-    baseline = metrics_lib.ranking_metrics(np.tile(popular, (len(targets), 1)), targets,
-                                           eval_config.ks)
-    split_metrics["most_popular"] = baseline
-    predictions = [
-        {"user": str(data.user_ids[u]), "items": [str(data.item_ids[i]) for i in row if i >= 0]}
-        for u, row in zip(users, ranked["items"])]
-
-
-    def write(split_name=split_name, split_metrics=split_metrics, predictions=predictions):
-      """The split's metrics and ranked lists."""
-      atomic.write_json(out_dir / f"{split_name}_metrics.json", split_metrics)
-      atomic.write_jsonl(out_dir / f"{split_name}_predictions.jsonl", predictions)
-
-    distributed.write_on_primary(f"eval {split_name}", write)
+    split_metrics["most_popular"] = metrics_lib.ranking_metrics(
+        np.tile(popular, (len(targets), 1)), targets, eval_config.ks)
+    write_split(out_dir, split_name, split_metrics,
+                prediction_rows(data, users, ranked["items"]))
     results[split_name] = split_metrics
   return results

@@ -347,5 +347,8 @@ def test_shared_p5_toys_counts(shared_data):
 def test_shared_minionerec_office_keeps_its_split(shared_data):
   cfg = config("minionerec", shared_data / "minionerec_amazon2018", "Office_Products")
   data, _ = prepare.build(prepare.load_source(cfg, 0), cfg, key="")
-  assert (len(data.valid), len(data.test), data.num_items) == (4866, 4866, 3459)
+  # 4,866 valid and 4,866 test samples, scored per user: each user's first sample of the split
+  assert (len(data.valid), len(data.test), data.num_items) == (1795, 2024, 3459)
+  assert (data.stats["valid_samples_beyond_first_per_user"],
+          data.stats["test_samples_beyond_first_per_user"]) == (4866 - 1795, 4866 - 2024)
   assert len(set(data.user_ids[data.test.users].tolist())) == 2024

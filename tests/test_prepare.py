@@ -113,7 +113,8 @@ def test_prepare_writes_loads_back_and_reuses(tmp_path, capsys, monkeypatch):
   assert items[0] == {"index": 0, "item": "a", "title": "The a", "brand": "Acme", "categories": [],
                       "description": "", "text": "The a. Brand: Acme"}
   first_user = json.loads((out / "sequences.jsonl").read_text().splitlines()[0])
-  assert first_user == {"user": "u0", "items": [0, 1, 2, 3, 0], "timestamps": [0, 1, 2, 3, 4]}
+  assert first_user == {"user": "u0", "items": [0, 1, 2, 3, 0], "train_length": 3,
+                        "timestamps": [0, 1, 2, 3, 4]}
   loaded = prepare.load_prepared(out)
   for field in dataclasses.fields(prepare.PreparedData):
     mine, theirs = getattr(data, field.name), getattr(loaded, field.name)

@@ -122,3 +122,16 @@ def test_eval_of_another_mode_keeps_its_own_directory(workdir):
   assert written["mode"] == "pause" and written["users"] == 16
   assert {"recall@5", "ndcg@5"} <= set(written) and "recall@10" not in written
   assert lasar_metrics.read_bytes() == before  # LASAR's scores are not overwritten
+
+
+def test_eval_of_an_untrained_mode_is_refused(workdir, tmp_path):
+  import shutil
+  for name in ("data", "sid", "stage1", "cache"):
+    if (workdir / name).exists():
+      shutil.copytree(workdir / name, tmp_path / name)
+  config = tiny_config()
+  config.stage = "eval"
+  config.reasoning.mode = "pause"
+  with pytest.raises(FileNotFoundError, match="no trained 'pause' model"):
+    pipeline.run(config, str(tmp_path))
+  assert not (tmp_path / "eval_pause").exists()  # Stage 1 is not scored as if it were 'pause'

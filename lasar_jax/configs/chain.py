@@ -42,4 +42,5 @@ def _make_tiny(config) -> None:
                           policy_hidden=32, remat=False)  # no remat: less to compile
   config.cot.max_steps = 3
   config.grpo.update(steps=3, prompts_per_step=8, log_every=1, prefix_credit=())  # 2-level SIDs
-  config.eval.update(splits=("test",), max_users=16, batch_size=16, beam_width=10, ks=(1, 5, 10))
+  config.eval.update(splits=("test",), max_users=16, batch_size=16, beam_width=10, ks=(1, 5, 10),
+                     probe_users=16, probe_times=1)

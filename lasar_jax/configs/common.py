@@ -157,6 +157,8 @@ def eval_config() -> ml_collections.ConfigDict:
   c.ks = (1, 5, 10, 20)  # cutoffs of Recall@K and NDCG@K
   c.max_rationale_tokens = 64  # 'cot': longest generated rationale before <eot> is forced
   c.max_users = 0  # score only the first N users of a split (0 = all); for quick checks
+  c.probe_users = 512  # validation users (a seeded subset) scored during every training stage
+  c.probe_times = 2  # probes per training stage, evenly spaced, the last at its final update; 0 = off
   return c
 
 
@@ -185,6 +187,34 @@ def grpo_config() -> ml_collections.ConfigDict:
   return c
 
 
+def baselines_config() -> ml_collections.ConfigDict:
+  """Baselines scored beside the generative models (`lasar_jax.baselines`)."""
+  from lasar_jax.configs import baselines  # local: keeps this module's imports plain
+
+  c = ml_collections.ConfigDict()
+  c.list_length = 50  # items ranked per user (capped at the catalog size)
+  c.transition = ml_collections.ConfigDict()  # item-to-item transition counts, popularity back-off
+  # Chosen on amazon2014_office validation NDCG@10 over last_items 2, 3, 4 x decay 0.1, 0.2, 0.3,
+  # 0.5 (0.0668 here; 0.0632 at 3 / 0.5): older items mostly break ties between the last one's votes.
+  c.transition.last_items = 3  # most recent history items that vote
+  c.transition.decay = 0.1  # weight of each older item's vote relative to the next newer one
+  c.sasrec = baselines.sasrec_config()  # SASRec (RecBole 1.2.1 defaults), early-stopped on valid
+  return c
+
+
+def compare_config() -> ml_collections.ConfigDict:
+  """The comparison run (`configs/compare.py`): baselines and reasoning modes over seeds."""
+  c = ml_collections.ConfigDict()
+  c.seeds = 3  # seeds 0..seeds-1, each a whole chain in WORKDIR/seed_<s>/
+  c.models = "most_popular,transition,sasrec,none,pause,cot,latent,lasar"  # comma-separated rows
+  c.rl_modes = "lasar"  # modes whose row is GRPO after Stage 2 (the others: Stage 2 alone)
+  c.reference = "lasar"  # the row every other row's NDCG@10 difference is taken against
+  c.beam_widths = (20, 50)  # test is reported at each width; the first also scores valid
+  c.bootstrap_resamples = 1000  # paired bootstrap over users of the NDCG@10 difference
+  c.bootstrap_seed = 0  # seed of the bootstrap resampling
+  return c
+
+
 def base_config() -> ml_collections.ConfigDict:
   """The config every stage starts from; a stage file sets `stage` and adjusts fields."""
   c = ml_collections.ConfigDict()
@@ -198,6 +228,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.reasoning = reasoning_config()
   c.eval = eval_config()
   c.grpo = grpo_config()
+  c.baselines = baselines_config()
+  c.compare = compare_config()
   c.mesh = mesh_config()
   c.train = train_config()
   return c

@@ -3,7 +3,8 @@
 `prepare(config.data, seed, out_dir)` writes to `out_dir`:
   items.jsonl      one line per item index: index, item (source id), title, brand, categories,
                    description, text (what the item is embedded with, see `records.item_text`)
-  sequences.jsonl  one line per user index: user (source id), items (indices, time order)
+  sequences.jsonl  one line per user index: user (source id), items (indices, time order),
+                   train_length (how many leading items are training interactions)
                    [, timestamps]
   splits.npz       {train,valid,test}_{users,histories,lengths,targets} (see `Split`)
   stats.json       counts, counted drops, notes and the source/config fingerprint
@@ -13,7 +14,12 @@ directory whose stats.json has the same source/config fingerprint.
 
 Split (METHOD section 6): leave-one-out per user (last item = test target, second last = valid
 target, every earlier item after the first = a train target with all items before it as history),
-or the source's own split when it ships one. Histories keep the last `max_history` items.
+or the source's own split when it ships one. Histories keep the last `max_history` items. A
+source split is scored per user, like leave-one-out: its valid and test splits keep each user's
+first sample of the split (the one right after what the model may know; the later ones are counted
+in stats.json as `*_samples_beyond_first_per_user`). A user's training interactions (what
+baselines count) are the leading `train_length` items of the sequence: all but the held-out
+targets.
 The item table holds the items of the kept interactions (catalog items never interacted with are
 counted and left out); with a source's own split it holds the source's whole catalog, the
 benchmark's candidate set. Users and items are indexed in the order of their source ids (numbers
@@ -31,7 +37,7 @@ from lasar_jax import atomic, reporting
 from lasar_jax.data import sources, synthetic
 from lasar_jax.data.sources.records import SPLITS, ItemText, RawDataset, item_text
 
-PREPARE_VERSION = 1  # bump when the prepared form or its rules change: old directories are redone
+PREPARE_VERSION = 2  # bump when the prepared form or its rules change: old directories are redone
 STRINGS = np.dtypes.StringDType()
 
 
@@ -68,6 +74,7 @@ class PreparedData:
   item_texts: np.ndarray  # [I] str: the text each item is embedded with
   user_ids: np.ndarray  # [U] str: source user id of each user index
   sequences: tuple[np.ndarray, ...]  # [U] of [n_u] int32: each user's item indices in time order
+  train_lengths: np.ndarray  # [U] int32: leading items of each sequence that are training interactions
   train: Split  # every training sample
   valid: Split  # validation samples (one per user with leave-one-out)
   test: Split  # test samples (one per user with leave-one-out)
@@ -77,6 +84,11 @@ class PreparedData:
   def num_items(self) -> int:
     """Items in the catalog."""
     return len(self.item_ids)
+
+  def training_sequences(self) -> list[np.ndarray]:
+    """Each user's training interactions (the sequence without its held-out targets), the only
+    interactions a baseline may count. [U] of [train_lengths[u]] int32"""
+    return [seq[:n] for seq, n in zip(self.sequences, self.train_lengths)]
 
   def split(self, name: str) -> Split:
     """The split called `name` ('train', 'valid' or 'test')."""
@@ -150,6 +162,12 @@ def source_split(samples: list[tuple[int, list[int], int]], max_history: int) ->
   return make_split(flat, users, starts, starts + lengths, max_history)
 
 
+def first_per_user(split: Split) -> Split:
+  """The first sample of each user in `split`, in the order of those first samples."""
+  _, first = np.unique(split.users, return_index=True)
+  return split.subset(np.sort(first))
+
+
 def build(raw: RawDataset, cfg, key: str) -> tuple[PreparedData, list[dict]]:
   """The prepared dataset of a RawDataset (fingerprint `key`), and its sequences.jsonl rows."""
   drops = dict(raw.drops)
@@ -169,17 +187,26 @@ def build(raw: RawDataset, cfg, key: str) -> tuple[PreparedData, list[dict]]:
   user_ids = source_order(sequences)
   user_index = {user: u for u, user in enumerate(user_ids)}
   indexed = [[item_index[i] for i in sequences[user]] for user in user_ids]
+  lengths = np.array([len(s) for s in indexed])
+  beyond_first = {}
   if raw.split is None:
     splits = leave_one_out(indexed, cfg.max_history)
+    train_lengths = np.maximum(lengths - 2, 0)
   else:
     splits = {split: source_split([(user_index[s.user], [item_index[i] for i in s.history],
                                     item_index[s.target]) for s in raw.split[split]],
                                   cfg.max_history) for split in SPLITS}
+    # The held-out targets close each rebuilt sequence (train targets, then valid, then test).
+    held_out = sum(np.bincount(splits[s].users, minlength=len(user_ids)) for s in SPLITS[1:])
+    train_lengths = lengths - held_out
+    for split in SPLITS[1:]:
+      firsts = first_per_user(splits[split])
+      beyond_first[f"{split}_samples_beyond_first_per_user"] = len(splits[split]) - len(firsts)
+      splits[split] = firsts
   items = tuple(raw.items[item] for item in item_ids)
-  rows = [{"user": user, "items": items_u} | (
+  rows = [{"user": user, "items": items_u, "train_length": int(n)} | (
       {"timestamps": list(raw.timestamps[user])} if user in raw.timestamps else {})
-          for user, items_u in zip(user_ids, indexed)]
-  lengths = np.array([len(s) for s in indexed])
+          for user, items_u, n in zip(user_ids, indexed, train_lengths)]
   stats = {
       "format": cfg.format, "path": cfg.path, "name": cfg.name,
       "split": "leave-one-out" if raw.split is None else "source",
@@ -189,7 +216,7 @@ def build(raw: RawDataset, cfg, key: str) -> tuple[PreparedData, list[dict]]:
       "max_sequence_length": int(lengths.max()) if len(lengths) else 0,
       "sparsity": round(1.0 - lengths.sum() / max(len(user_ids) * len(item_ids), 1), 6),
       "train_samples": len(splits["train"]), "valid_samples": len(splits["valid"]),
-      "test_samples": len(splits["test"]),
+      "test_samples": len(splits["test"]), **beyond_first,
       "items_without_text": sum(item.is_empty() for item in items),
       "drops": {reason: int(count) for reason, count in sorted(drops.items()) if count},
       "notes": list(raw.notes),
@@ -197,10 +224,11 @@ def build(raw: RawDataset, cfg, key: str) -> tuple[PreparedData, list[dict]]:
       "fingerprint": key,
   }
   texts = [item_text(item, i, cfg.max_description_chars) for i, item in zip(item_ids, items)]
-  return assemble_prepared(item_ids, items, texts, user_ids, indexed, splits, stats), rows
+  return assemble_prepared(item_ids, items, texts, user_ids, indexed, train_lengths, splits,
+                           stats), rows
 
 
-def assemble_prepared(item_ids, items, texts, user_ids, sequences, splits,
+def assemble_prepared(item_ids, items, texts, user_ids, sequences, train_lengths, splits,
                       stats) -> PreparedData:
   """PreparedData from plain lists; a title falls back to the item id where the item has none."""
   return PreparedData(
@@ -209,6 +237,7 @@ def assemble_prepared(item_ids, items, texts, user_ids, sequences, splits,
       item_texts=np.array(texts, STRINGS),
       user_ids=np.array(user_ids, STRINGS),
       sequences=tuple(np.array(s, np.int32) for s in sequences),
+      train_lengths=np.asarray(train_lengths, np.int32),
       train=splits["train"], valid=splits["valid"], test=splits["test"], stats=stats)
 
 
@@ -255,8 +284,8 @@ def load_prepared(out_dir) -> PreparedData:
            for row in item_rows]
   return assemble_prepared(
       [row["item"] for row in item_rows], items, [row["text"] for row in item_rows],
-      [row["user"] for row in sequence_rows], [row["items"] for row in sequence_rows], splits,
-      stats)
+      [row["user"] for row in sequence_rows], [row["items"] for row in sequence_rows],
+      [row["train_length"] for row in sequence_rows], splits, stats)
 
 
 def stats_table(stats: dict) -> str:
@@ -268,7 +297,9 @@ def stats_table(stats: dict) -> str:
             str(stats[key]))
            for key in ("users", "items", "interactions", "avg_sequence_length",
                        "min_sequence_length", "max_sequence_length", "sparsity", "train_samples",
-                       "valid_samples", "test_samples", "items_without_text")]
+                       "valid_samples", "test_samples", "valid_samples_beyond_first_per_user",
+                       "test_samples_beyond_first_per_user", "items_without_text")
+           if key in stats]
   rows += [(f"dropped: {reason.replace('_', ' ')}", f"{count:,}")
            for reason, count in stats["drops"].items()] or [("dropped", "nothing")]
   rows += [("note", note) for note in stats["notes"]]

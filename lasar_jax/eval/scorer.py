@@ -80,26 +80,18 @@ def load_targets(path) -> dict[str, str]:
           for user, item in mapping.items()}
 
 
-def score_predictions_file(predictions_jsonl_path, targets: dict[str, str],
-                           ks=DEFAULT_KS) -> dict[str, float]:
-  """Recall@K and NDCG@K of a predictions JSONL file, averaged over the users in `targets`.
+def target_ranks(predictions_jsonl_path, targets: dict[str, str]) -> dict[str, int]:
+  """{user: 0-based position of its target in its list, or -1 when absent}, in file order.
 
   Every user of `targets` must have exactly one line and every line's user must be in `targets`;
   otherwise a `DataError` names the file (and line). Blank lines are skipped. A target listed
-  more than once counts at its first position; a list shorter than K is a miss beyond its end.
-
-  Returns:
-    {'recall@k': ..., 'ndcg@k': ...} for every k in `ks`, in that order.
+  more than once counts at its first position.
   """
   path = predictions_jsonl_path
   targets = {str(user): str(item) for user, item in targets.items()}
-  ks = tuple(int(k) for k in ks)
   if not targets:
     raise DataError(path, "no target users to score")
-  if any(k < 1 for k in ks):
-    raise ValueError(f"every k must be >= 1; got {ks}")
-  recall = {k: 0.0 for k in ks}
-  ndcg = {k: 0.0 for k in ks}
+  ranks = {}
   first_line = {}
   for line_no, row in _json_lines(path):
     if "user" not in row or "items" not in row:
@@ -114,19 +106,34 @@ def score_predictions_file(predictions_jsonl_path, targets: dict[str, str],
     if not isinstance(row["items"], list):
       raise DataError(path, f'"items" must be a list; got {type(row["items"]).__name__}', line_no)
     items = [_source_id(item, path, line_no, "item") for item in row["items"]]
-    if targets[user] in items:
-      rank = items.index(targets[user])
-      for k in ks:
-        if rank < k:
-          recall[k] += 1.0
-          ndcg[k] += 1.0 / math.log2(rank + 2)
+    ranks[user] = items.index(targets[user]) if targets[user] in items else -1
   missing = [user for user in targets if user not in first_line]
   if missing:
     raise DataError(path, f"{len(missing)} target users have no line, e.g. {missing[:5]}")
+  return ranks
+
+
+def ndcg_gain(rank: int, k: int) -> float:
+  """NDCG@k of one user whose target sits at 0-based `rank` (-1: absent)."""
+  return 1.0 / math.log2(rank + 2) if 0 <= rank < k else 0.0
+
+
+def score_predictions_file(predictions_jsonl_path, targets: dict[str, str],
+                           ks=DEFAULT_KS) -> dict[str, float]:
+  """Recall@K and NDCG@K of a predictions JSONL file, averaged over the users in `targets`
+  (checked as `target_ranks` says; a list shorter than K is a miss beyond its end).
+
+  Returns:
+    {'recall@k': ..., 'ndcg@k': ...} for every k in `ks`, in that order.
+  """
+  ks = tuple(int(k) for k in ks)
+  if any(k < 1 for k in ks):
+    raise ValueError(f"every k must be >= 1; got {ks}")
+  ranks = target_ranks(predictions_jsonl_path, targets)
   out = {}
   for k in ks:
-    out[f"recall@{k}"] = recall[k] / len(targets)
-    out[f"ndcg@{k}"] = ndcg[k] / len(targets)
+    out[f"recall@{k}"] = sum(0 <= r < k for r in ranks.values()) / len(ranks)
+    out[f"ndcg@{k}"] = sum(ndcg_gain(r, k) for r in ranks.values()) / len(ranks)
   return out
 
 

@@ -91,7 +91,7 @@ def train(config: ml_collections.ConfigDict, stage_dir, *, cfg: ModelConfig,
           spec: inference.ReasoningSpec, params: dict, logical_specs: dict, reference: dict,
           examples: Sequence[dict], trie: SidTrie, code_token_ids: np.ndarray, pad_id: int,
           mesh: jax.sharding.Mesh | None = None,
-          callback: Callable[[int, dict[str, float]], None] | None = None
+          callback: Callable[[int, dict[str, float]], None] | None = None, probe=None
           ) -> tuple[loop.TrainState, dict]:
   """Runs GRPO to `config.grpo.steps` updates, resuming from the last checkpoint in `stage_dir`.
 
@@ -111,6 +111,8 @@ def train(config: ml_collections.ConfigDict, stage_dir, *, cfg: ModelConfig,
     pad_id: padding id of the prompts.
     mesh: the device mesh; default `sharding.make_mesh(config.mesh)`.
     callback: called as `callback(update, metrics)` after each update's metrics reach the host.
+    probe: a validation probe (`lasar_jax.eval.probe.Probe`) or None; at the updates it is due,
+      its scores of the current parameters join that update's metrics row.
   Returns:
     (final TrainState, summary: steps, start_step, final_loss, compile_s, wall_s and final_<m>
     for the metrics of the last logged window).
@@ -185,8 +187,9 @@ def train(config: ml_collections.ConfigDict, stage_dir, *, cfg: ModelConfig,
     ref_logp = score_fn(reference, batch)
     return step_fn(state, {**batch, "old_logp": old_logp, "ref_logp": ref_logp})
 
-  def finish(update: int, device_metrics) -> None:
-    """Host side of one update: NaN check, progress bar, logging, callback."""
+  def finish(update: int, device_metrics, probed=None) -> None:
+    """Host side of one update: NaN check, progress bar, logging (with the probe's scores
+    `probed`, if any), callback."""
     nonlocal t_window
     host = jax.device_get(device_metrics)
     try:
@@ -201,13 +204,13 @@ def train(config: ml_collections.ConfigDict, stage_dir, *, cfg: ModelConfig,
     progress.update(1)
     progress.set_postfix(loss=f"{values['loss']:.4f}", reward=f"{values['reward_mean']:.3f}",
                          depth=f"{values['depth_mean']:.2f}")
-    if update % c.log_every == 0 or update == c.steps:
+    if probed or update % c.log_every == 0 or update == c.steps:
       row = _window_row(window)
       elapsed = max(time.perf_counter() - t_window, 1e-9)
       rollouts = len(window) * g.prompts_per_step * g.group_size
       writer.write(update, {**row, "lr": float(schedule(update - 1)),
-                            "rollouts_per_s": rollouts / elapsed})
-      summary.update({f"final_{k}": v for k, v in row.items()})
+                            "rollouts_per_s": rollouts / elapsed, **(probed or {})})
+      summary.update({f"final_{k}": v for k, v in row.items()}, **(probed or {}))
       window.clear()
       t_window = time.perf_counter()
     if callback is not None:
@@ -224,9 +227,13 @@ def train(config: ml_collections.ConfigDict, stage_dir, *, cfg: ModelConfig,
       if pending is not None:
         finish(*pending)
       pending = (update, step_metrics)
-      if update % c.checkpoint_every == 0 or update == c.steps:
-        finish(*pending)
+      if probe is not None and probe.due(update):
+        finish(*pending, probed=probe(state.params))
         pending = None
+      if update % c.checkpoint_every == 0 or update == c.steps:
+        if pending is not None:
+          finish(*pending)
+          pending = None
         checkpoint.save(manager, update, state, iterator)
   finally:
     progress.close()

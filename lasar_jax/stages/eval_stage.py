@@ -39,9 +39,11 @@ def candidates(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> list
                                       ("stage1", stage1_dir, "none")):
     if (directory / common.SUMMARY_FILE).is_file() and rec_model.is_saved(directory):
       found.append((name, directory, stage_mode))
-  if not found:
-    raise FileNotFoundError(f"no trained model in {workdir}: run configs/sft_ground.py, "
-                            "configs/sft_latent.py or configs/grpo.py first")
+  if not found or found[0][0] == "stage1":
+    # Stage 1 alone is not a model of `mode`: scoring it into eval_<mode>/ would pass it off as one.
+    raise FileNotFoundError(
+        f"no trained '{mode}' model in {workdir} (neither {grpo_dir.name}/ nor {stage2_dir.name}/ "
+        f"is finished): run configs/sft_latent.py with --config.reasoning.mode={mode} first")
   final_name, final_dir, final_mode = found[0]
   return ([(final_name, final_dir, final_mode, workdir / eval_dir_name(mode))] +
           [(n, d, m, d / "eval") for n, d, m in found[1:]])

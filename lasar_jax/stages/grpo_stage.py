@@ -14,6 +14,8 @@ import ml_collections
 import numpy as np
 
 from lasar_jax import distributed, inference, reporting
+from lasar_jax.configs.validate import ConfigError
+from lasar_jax.eval import probe
 from lasar_jax.model import transformer
 from lasar_jax.rl import grpo_loss, trainer
 from lasar_jax.rl import rollout as rollout_lib
@@ -70,11 +72,11 @@ def _trainable(config, rec: rec_model.RecModel, stage2_dir: pathlib.Path) -> tup
 
 
 def check_prefix_credit(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> None:
-  """Raises ValueError unless `config.grpo.prefix_credit` is () or has one value per SID code of
+  """Raises ConfigError unless `config.grpo.prefix_credit` is () or has one value per SID code of
   the workdir's (finished) SIDs; the chain calls it before any training."""
   credit, levels = config.grpo.prefix_credit, sid_stage.load_codes(workdir).shape[1]
   if credit and len(credit) != levels:
-    raise ValueError(f"--config.grpo.prefix_credit={tuple(credit)} has {len(credit)} values but "
+    raise ConfigError(f"--config.grpo.prefix_credit={tuple(credit)} has {len(credit)} values but "
                      f"the SIDs in {workdir / 'sid'} have {levels} codes: give {levels} (credit "
                      f"for 0..{levels - 1} matched leading codes) or () for exact match only")
 
@@ -87,13 +89,15 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
   check_prefix_credit(config, workdir)  # the chain checks it before training (pipeline.run)
   stage1_key = ground_stage.run(config, workdir)["fingerprint"]
   out_dir = workdir / stage_name(mode)
-  key = common.fingerprint(stage2["fingerprint"], config.grpo, trainer.grpo_train_config(config),
-                           config.reasoning, config.seed)
+  inputs = common.stage_inputs(stage2=stage2["fingerprint"], grpo=config.grpo,
+                               train=trainer.grpo_train_config(config),
+                               reasoning=config.reasoning, seed=config.seed)
+  key = common.fingerprint(inputs)
   done = common.finished_summary(out_dir, key)
-  if done is not None and rec_model.is_saved(out_dir):
+  if done is not None:
     reporting.say(f"reusing GRPO ({mode}) in {out_dir}")
     return done
-  common.claim_stage_dir(out_dir, key)
+  common.claim_stage_dir(out_dir, key, inputs)
   data = common.prepared_data(config, workdir)
   stage2_dir = workdir / latent_stage.stage_name(mode)
   rec = rec_model.load_rec_model(stage2_dir, dtype=config.model.dtype,
@@ -106,7 +110,8 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
       config, out_dir, cfg=rec.cfg, spec=spec, params=params, logical_specs=specs,
       reference=grpo_loss.reference_params(params), examples=examples,
       trie=trie_lib.build_trie(codes_il), code_token_ids=rec.vocab.code_token_ids,
-      pad_id=rec.vocab.pad_id)
+      pad_id=rec.vocab.pad_id,
+      probe=probe.make_probe(config, data, rec, codes_il, config.grpo.steps, mode))
   trained = distributed.to_host(state.params)
   distributed.write_on_primary("grpo model", lambda: latent_stage.save_trained(
       rec, trained, len(trained) > 1, out_dir))

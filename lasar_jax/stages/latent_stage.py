@@ -19,11 +19,12 @@ from lasar_jax import atomic, distributed, reporting
 from lasar_jax.cot import anchors as anchors_lib
 from lasar_jax.cot import sources as cot_sources
 from lasar_jax.data.prepare import PreparedData
+from lasar_jax.eval import probe
 from lasar_jax.model import transformer
 from lasar_jax.reasoning import latent, policy_head
 from lasar_jax.sft import prompts, rec_model, stage2_examples
 from lasar_jax.sft.losses import latent_loss_fn, max_response_targets, response_loss_fn
-from lasar_jax.stages import common, ground_stage
+from lasar_jax.stages import common, ground_stage, sid_stage
 from lasar_jax.train import loop
 
 REASONING_PARAMS_FILE = "reasoning_params.npz"
@@ -144,13 +145,15 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
   out_dir = workdir / stage_name(mode)
   train_config = common.stage_train_config(config, config.reasoning.stage2_steps)
   uses_cot = mode in ("cot", "lasar")
-  key = common.fingerprint(stage1["fingerprint"], config.reasoning,
-                           config.cot if uses_cot else None, train_config, config.seed)
+  inputs = common.stage_inputs(stage1=stage1["fingerprint"], reasoning=config.reasoning,
+                               cot=config.cot if uses_cot else None, train=train_config,
+                               seed=config.seed)
+  key = common.fingerprint(inputs)
   done = common.finished_summary(out_dir, key)
-  if done is not None and rec_model.is_saved(out_dir):
+  if done is not None:
     reporting.say(f"reusing Stage 2 ({mode}) in {out_dir}")
     return done
-  common.claim_stage_dir(out_dir, key)
+  common.claim_stage_dir(out_dir, key, inputs)
   data = common.prepared_data(config, workdir)
   rec = rec_model.load_rec_model(workdir / ground_stage.STAGE, dtype=config.model.dtype,
                                  param_dtype=config.model.param_dtype)
@@ -163,7 +166,10 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
     pad_values["loss_mask"] = False
   state, summary = loop.train(loss_fn, params, examples, train_config, seed=config.seed,
                               stage_dir=out_dir, pad_values=pad_values, mesh_config=config.mesh,
-                              logical_specs=specs)
+                              logical_specs=specs,
+                              probe=probe.make_probe(config, data, rec,
+                                                     sid_stage.load_codes(workdir),
+                                                     train_config.steps, mode))
   trained = distributed.to_host(state.params)
   distributed.write_on_primary(f"{out_dir.name} model",
                                lambda: save_trained(rec, trained, padded == "prompt", out_dir))

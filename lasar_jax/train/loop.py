@@ -212,8 +212,8 @@ def train(loss_fn: LossFn, params, data, train_config: ml_collections.ConfigDict
           stage_dir, pad_values: Mapping[str, int] | None = None,
           mesh: jax.sharding.Mesh | None = None,
           mesh_config: ml_collections.ConfigDict | None = None,
-          logical_specs=None, callback: Callable[[int, dict[str, float]], None] | None = None
-          ) -> tuple[TrainState, dict]:
+          logical_specs=None, callback: Callable[[int, dict[str, float]], None] | None = None,
+          probe=None) -> tuple[TrainState, dict]:
   """Runs a stage to `train_config.steps` optimizer updates, resuming from its last checkpoint.
 
   Args:
@@ -233,8 +233,11 @@ def train(loss_fn: LossFn, params, data, train_config: ml_collections.ConfigDict
     logical_specs: logical axis names of plain `params` (None when `params` are boxed).
     callback: called as `callback(step, metrics)` after each update's metrics reach the host;
       raising from it stops training (checkpoints already started are completed).
+    probe: a validation probe (`lasar_jax.eval.probe.Probe`) or None; at the updates it is due,
+      its scores of the current parameters join that update's metrics row.
   Returns:
-    (final TrainState, summary: steps, start_step, final_loss, tokens_per_s, compile_s, wall_s).
+    (final TrainState, summary: steps, start_step, final_loss, tokens_per_s, compile_s, wall_s,
+    and the last probe's scores when there is a probe).
   Raises:
     NonFiniteError: a loss term or the parameters became NaN/Inf; the checkpoints on disk all
       predate that step.
@@ -268,8 +271,9 @@ def train(loss_fn: LossFn, params, data, train_config: ml_collections.ConfigDict
              "compile_s": None}
   t_begin = time.perf_counter()
 
-  def finish(update: int, micro_metrics: list, micro_tokens: list) -> None:
-    """Host side of one update: NaN check, progress bar, logging, callback."""
+  def finish(update: int, micro_metrics: list, micro_tokens: list, probed=None) -> None:
+    """Host side of one update: NaN check, progress bar, logging (with the probe's scores
+    `probed`, if any), callback."""
     host, tokens = jax.device_get((micro_metrics, micro_tokens))
     tokens = int(sum(tokens))
     try:
@@ -284,8 +288,9 @@ def train(loss_fn: LossFn, params, data, train_config: ml_collections.ConfigDict
     summary.update(steps=update, final_loss=values["loss"], tokens_per_s=meter.tokens_per_s())
     progress.update(1)
     progress.set_postfix(loss=f"{values['loss']:.4f}", tok_s=f"{summary['tokens_per_s']:.0f}")
-    if update % c.log_every == 0 or update == c.steps:
-      writer.write(update, {**meter.row(), "lr": float(schedule(update - 1))})
+    if probed or update % c.log_every == 0 or update == c.steps:
+      writer.write(update, {**meter.row(), "lr": float(schedule(update - 1)), **(probed or {})})
+      summary.update(probed or {})
       meter.reset()
     if callback is not None:
       callback(update, values)
@@ -306,9 +311,14 @@ def train(loss_fn: LossFn, params, data, train_config: ml_collections.ConfigDict
       if pending is not None:
         finish(*pending)
       pending = (update, micro_metrics, tokens)
-      if update % c.checkpoint_every == 0 or update == c.steps:
-        finish(*pending)
+      probing = probe is not None and probe.due(update)
+      if probing:
+        finish(*pending, probed=probe(state.params))
         pending = None
+      if update % c.checkpoint_every == 0 or update == c.steps:
+        if pending is not None:
+          finish(*pending)
+          pending = None
         checkpoint.save(manager, update, state, iterator)
   finally:
     progress.close()

@@ -1,0 +1,1 @@
+"""Baseline recommenders trained and scored on the prepared data."""
