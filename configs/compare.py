@@ -20,6 +20,7 @@ def get_config(variant: str = ""):
   config.stage = "compare"
   if variant == "tiny":
     config.compare.update(seeds=2, beam_widths=(10, 16), bootstrap_resamples=200)
+    config.train.buckets = (64, 128, 256)  # cot's rationales are longer than the tiny chain's prompts
     config.baselines.list_length = 16
     config.baselines.sasrec.update(max_epochs=3, batch_size=64, hidden=16, inner=32, max_len=10)
   return config

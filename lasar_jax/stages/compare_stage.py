@@ -24,7 +24,6 @@ from lasar_jax.eval import bootstrap, scorer
 from lasar_jax.stages import common, eval_stage, ground_stage, grpo_stage, latent_stage, sid_stage
 
 MODES = ("none", "pause", "cot", "latent", "lasar")
-REPORTED = ("recall@5", "ndcg@5", "recall@10", "ndcg@10", "recall@20", "ndcg@20")
 RESULTS_JSON, RESULTS_MD = "results.json", "results.md"
 
 
@@ -42,8 +41,11 @@ def seed_config(config: ml_collections.ConfigDict, seed: int, mode: str = "lasar
                 beam_width: int | None = None) -> ml_collections.ConfigDict:
   """`config` for one chain of the comparison: its seed, reasoning mode and beam width."""
   out = ml_collections.ConfigDict(config.to_dict())
+  if out.data.synthetic.seed == -1:  # one data set for every seed: the seeds vary the models
+    out.data.synthetic.seed = config.seed
   out.seed = seed
   out.reasoning.mode = mode
+  out.eval.splits = ("valid", "test")  # valid selects, test reports
   if beam_width is not None:
     out.eval.beam_width = beam_width
   return out
@@ -74,7 +76,7 @@ def run_mode(config, workdir: pathlib.Path, seed: int, mode: str, data, codes) -
     stages.append(grpo_stage.run(mode_config, workdir))
     final_dir = workdir / grpo_stage.stage_name(mode)
   record = {"rl": with_rl, "train_wall_s": sum(s.get("wall_s") or 0.0 for s in stages),
-            "dirs": {}}
+            "dirs": {}, "data": data}
   for width in widths:
     width_config = seed_config(config, seed, mode, width)
     if width != widths[0]:
@@ -85,12 +87,12 @@ def run_mode(config, workdir: pathlib.Path, seed: int, mode: str, data, codes) -
   return record
 
 
-def run_baseline(config, workdir: pathlib.Path, seed: int, name: str) -> dict:
+def run_baseline(config, workdir: pathlib.Path, seed: int, name: str, data) -> dict:
   """Fits (or reuses) baseline `name` for one seed; its one list serves every beam width."""
   summary = baselines.run(seed_config(config, seed), workdir, name)
   out_dir = str(baselines.baseline_dir(workdir, name))
   return {"rl": False, "train_wall_s": summary["train_wall_s"],
-          "dirs": {width: out_dir for width in config.compare.beam_widths}}
+          "dirs": {width: out_dir for width in config.compare.beam_widths}, "data": data}
 
 
 def per_user_ndcg(out_dir, data, max_users: int = 0, k: int = 10) -> np.ndarray:
@@ -109,12 +111,17 @@ def mean_std(values) -> dict:
   return {"mean": float(values.mean()), "std": float(values.std(ddof=1) if len(values) > 1 else 0.0)}
 
 
-def summarize_row(name: str, records: list[dict], widths) -> dict:
+def reported_metrics(ks) -> list[str]:
+  """The test columns: Recall@K and NDCG@K for every cutoff K > 1 of `eval.ks`."""
+  return [f"{metric}@{k}" for k in ks if k > 1 for metric in ("recall", "ndcg")]
+
+
+def summarize_row(name: str, records: list[dict], widths, reported: list[str]) -> dict:
   """One results row from the per-seed records of model `name`."""
   row = {"model": name, "rl": records[0]["rl"], "seeds": len(records)}
   for width in widths:
     test = [_read_json(pathlib.Path(r["dirs"][width]) / "test_metrics.json") for r in records]
-    row[f"test_beam{width}"] = {m: mean_std([t[m] for t in test]) for m in REPORTED}
+    row[f"test_beam{width}"] = {m: mean_std([t[m] for t in test]) for m in reported}
   first = [pathlib.Path(r["dirs"][widths[0]]) for r in records]
   valid = [_read_json(d / "valid_metrics.json") for d in first if (d / "valid_metrics.json").is_file()]
   row["valid_ndcg@10"] = mean_std([v["ndcg@10"] for v in valid]) if valid else None
@@ -125,13 +132,14 @@ def summarize_row(name: str, records: list[dict], widths) -> dict:
   return row
 
 
-def add_intervals(rows: list[dict], records: dict, config, data, widths) -> None:
+def add_intervals(rows: list[dict], records: dict, config, widths) -> None:
   """Adds to each row the bootstrap interval of reference's NDCG@10 minus the row's (first width)."""
   reference = config.compare.reference
   if reference not in records:
     return
-  per_user = {name: np.stack([per_user_ndcg(r["dirs"][widths[0]], data, config.eval.max_users)
-                              for r in recs]) for name, recs in records.items()}
+  per_user = {name: np.stack([per_user_ndcg(r["dirs"][widths[0]], r["data"],
+                                            config.eval.max_users) for r in recs])
+              for name, recs in records.items()}
   for row in rows:
     diff_u = bootstrap.paired_differences(per_user[reference], per_user[row["model"]])
     mean, low, high = bootstrap.bootstrap_interval(diff_u, config.compare.bootstrap_resamples,
@@ -148,10 +156,11 @@ def _cell(stat: dict | None, digits: int = 4) -> str:
 
 def results_markdown(results: dict) -> str:
   """The comparison as a Markdown table, with what it compares written above it."""
-  widths, reference = results["beam_widths"], results["reference"]
+  widths, reference, reported = (results["beam_widths"], results["reference"],
+                                 results["reported"])
   first = widths[0]
   head = (["model", "RL", "valid N@10"] + [f"test {m.replace('recall', 'R').replace('ndcg', 'N')}"
-                                            for m in REPORTED] +
+                                            for m in reported] +
           [f"test N@10 beam {w}" for w in widths[1:]] +
           ["avg depth", "ms/user", "train s", f"{reference} − row, N@10 [95% CI]"])
   lines = [f"# Comparison on {results['dataset']}", "",
@@ -164,7 +173,7 @@ def results_markdown(results: dict) -> str:
   for row in results["rows"]:
     interval = row.get(f"{reference}_minus_ndcg@10")
     cells = ([row["model"], "yes" if row["rl"] else "no", _cell(row["valid_ndcg@10"])] +
-             [_cell(row[f"test_beam{first}"][m]) for m in REPORTED] +
+             [_cell(row[f"test_beam{first}"][m]) for m in reported] +
              [_cell(row[f"test_beam{w}"]["ndcg@10"]) for w in widths[1:]] +
              [_cell(row["avg_depth"], 2), _cell(row["latency_ms_per_user"], 1),
               _cell(row["train_wall_s"], 0),
@@ -193,14 +202,15 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
       if name in MODES:
         records[name].append(run_mode(config, seed_dir, seed, name, data, codes))
       else:
-        records[name].append(run_baseline(config, seed_dir, seed, name))
-  rows = [summarize_row(name, records[name], widths) for name in names]
-  add_intervals(rows, records, config, data, widths)
+        records[name].append(run_baseline(config, seed_dir, seed, name, data))
+  reported = reported_metrics(config.eval.ks)
+  rows = [summarize_row(name, records[name], widths, reported) for name in names]
+  add_intervals(rows, records, config, widths)
   results = {"dataset": data.stats.get("name") or data.stats.get("path") or data.stats["format"],
              "users": len(per_user_ndcg(records[names[0]][0]["dirs"][widths[0]], data,
                                         config.eval.max_users)),
              "items": data.num_items, "seeds": list(range(c.seeds)),
-             "beam_widths": list(widths), "reference": c.reference,
+             "beam_widths": list(widths), "reference": c.reference, "reported": reported,
              "list_length": config.baselines.list_length,
              "bootstrap_resamples": c.bootstrap_resamples, "rows": rows}
   markdown = results_markdown(results)
