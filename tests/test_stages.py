@@ -106,8 +106,9 @@ def test_eval_metrics_equal_independent_scorer(workdir):
       assert written[key] == pytest.approx(value, abs=1e-12), key
     assert 0 <= written["avg_depth"] <= config.reasoning.max_depth
     assert sum(written["depth_histogram"]) == len(targets)
-  # the earlier stages were scored beside the final model
-  assert (workdir / "stage1" / "eval" / "test_metrics.json").is_file()
+  # the earlier stages were scored beside the final model, on validation only
+  assert (workdir / "stage1" / "eval" / "valid_metrics.json").is_file()
+  assert not (workdir / "stage1" / "eval" / "test_metrics.json").exists()
 
 
 def test_eval_of_another_mode_keeps_its_own_directory(workdir):

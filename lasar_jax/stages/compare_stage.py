@@ -13,8 +13,12 @@ time, and the paired bootstrap 95% interval over users of the test NDCG@10 diffe
 """
 
 import json
+import os
 import pathlib
+import platform
+import time
 
+import jax
 import ml_collections
 import numpy as np
 
@@ -168,7 +172,9 @@ def results_markdown(results: dict) -> str:
            f"{', '.join(map(str, results['seeds']))}; mean ± std over seeds; test columns at beam "
            f"{first} (baselines rank {results['list_length']} items, whatever the beam); the last "
            f"column is a paired bootstrap over users ({results['bootstrap_resamples']} resamples) "
-           f"of the per-user test NDCG@10 difference averaged over seeds.", "",
+           f"of the per-user test NDCG@10 difference averaged over seeds. Train s: Stage 1 + "
+           f"Stage 2 (+ GRPO) for a mode, fitting for a baseline. Machine: {results['machine']}; "
+           f"this run: {results['wall_s'] / 60:.1f} min (finished work reused).", "",
            "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
   for row in results["rows"]:
     interval = row.get(f"{reference}_minus_ndcg@10")
@@ -185,6 +191,7 @@ def results_markdown(results: dict) -> str:
 
 def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
   """Runs every model of `compare.models` over `compare.seeds` and writes the results table."""
+  began = time.perf_counter()
   c = config.compare
   names = parse_models(c.models)
   widths = tuple(int(w) for w in c.beam_widths)
@@ -212,7 +219,10 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
              "items": data.num_items, "seeds": list(range(c.seeds)),
              "beam_widths": list(widths), "reference": c.reference, "reported": reported,
              "list_length": config.baselines.list_length,
-             "bootstrap_resamples": c.bootstrap_resamples, "rows": rows}
+             "bootstrap_resamples": c.bootstrap_resamples, "rows": rows,
+             "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, "
+                        f"{jax.device_count()} {jax.default_backend()} device(s)",
+             "wall_s": time.perf_counter() - began}
   markdown = results_markdown(results)
 
   def write():

@@ -4,7 +4,8 @@ baseline, ranked lists exported as JSONL.
 The final model (GRPO when it has been trained in the workdir, else Stage 2 of the configured
 mode) is scored into WORKDIR/eval/ (WORKDIR/eval_<mode>/ for a mode other than 'lasar', so the
 modes of one workdir keep their own scores); every other finished training stage is scored on the
-test split into WORKDIR/<stage>/eval/, so the summary compares them side by side. A scored model is
+validation split into WORKDIR/<stage>/eval/, so the summary compares them side by side where
+choices are made (test is computed once, for the final model). A scored model is
 not scored again unless it changed (its stage fingerprint) or the eval config did.
 """
 
@@ -77,9 +78,10 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
   sid_stage.run(config, workdir)
   codes = sid_stage.load_codes(workdir)
   summary = {}
-  # Earlier stages are compared on the test split alone (when it is scored at all).
+  # Earlier stages are compared on the validation split alone (selection happens there; test is
+  # computed once, for the final model), unless valid is not scored at all.
   earlier = ml_collections.ConfigDict(config.to_dict())
-  earlier.eval.splits = tuple(s for s in config.eval.splits if s == "test") or config.eval.splits
+  earlier.eval.splits = tuple(s for s in config.eval.splits if s == "valid") or config.eval.splits
   for index, (name, model_dir, mode, out_dir) in enumerate(candidates(config, workdir)):
     result = evaluate_stage(config if index == 0 else earlier, workdir, data, codes, model_dir,
                             mode, out_dir)
@@ -87,5 +89,5 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
       summary.update(result)
     else:
       summary.update({f"{name}_{k}": v for k, v in result.items()
-                      if k.startswith("test_") and "most_popular" not in k})
+                      if k.startswith(("valid_", "test_")) and "most_popular" not in k})
   return summary
