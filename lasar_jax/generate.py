@@ -59,8 +59,11 @@ def continue_text(pretrained, text: str, max_new_tokens: int, chat: bool = False
 def main(argv: list[str]) -> None:
   """Loads the checkpoint and prints the continuation of the prompt."""
   del argv
+  from lasar_jax import reporting
   from lasar_jax.model.convert import CheckpointError
   from lasar_jax.model.loading import load_pretrained
+
+  reporting.hide_library_info_logs()  # e.g. jax's INFO line on a missing TPU backend
 
   try:
     pretrained = load_pretrained(_CHECKPOINT.value, dtype=_DTYPE.value, param_dtype=_DTYPE.value)

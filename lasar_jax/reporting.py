@@ -1,7 +1,9 @@
-"""Plain-text tables for the summaries printed at the end of a run, and progress lines.
+"""Plain-text tables for the summaries printed at the end of a run, progress lines and warnings.
 
 In a multi-process run only process 0 prints.
 """
+
+import sys
 
 from absl import flags, logging
 
@@ -40,3 +42,10 @@ def say(text: str) -> None:
   """Prints a line of progress (on process 0)."""
   if distributed.is_primary():
     print(text, flush=True)
+
+
+def warn(text: str) -> None:
+  """Prints `warning: text` on stderr (on process 0): something that may make results meaningless
+  but does not stop the run."""
+  if distributed.is_primary():
+    print(f"warning: {text}", file=sys.stderr, flush=True)

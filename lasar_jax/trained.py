@@ -55,14 +55,25 @@ def stage_mode(name: str, config: ml_collections.ConfigDict) -> str:
                    "grpo or grpo_<mode>")
 
 
+def needed_reasoning_params(reasoning: ml_collections.ConfigDict, mode: str) -> tuple[str, ...]:
+  """What a saved model of `mode` keeps in its reasoning_params.npz: the latent projection (latent
+  modes with `reasoning.projection`) and the Policy Head ('lasar')."""
+  needed = ("latent projection",) if mode in ("latent", "lasar") and reasoning.projection else ()
+  return needed + (("Policy Head",) if mode == "lasar" else ())
+
+
 def load_model(config: ml_collections.ConfigDict, directory, mode: str
                ) -> tuple[rec_model.RecModel, dict, inference.ReasoningSpec]:
   """(model, reasoning parameters, reasoning spec) of the model saved in `directory`, reasoning in
   `mode` with the other settings of `config.reasoning` and `config.eval.max_rationale_tokens`."""
   directory = pathlib.Path(directory)
+  params_file = directory / latent_stage.REASONING_PARAMS_FILE
+  needed = needed_reasoning_params(config.reasoning, mode)
+  if needed and not params_file.is_file():
+    raise FileNotFoundError(f"{params_file} is missing: the {mode!r} model needs its "
+                            f"{' and '.join(needed)}; rerun its stage to rebuild it")
   rec = rec_model.load_rec_model(directory, dtype=config.model.dtype)
-  reasoning_params = latent_stage.load_reasoning_params(
-      directory / latent_stage.REASONING_PARAMS_FILE)
+  reasoning_params = latent_stage.load_reasoning_params(params_file)
   reasoning = ml_collections.ConfigDict(config.reasoning.to_dict())
   reasoning.mode = mode
   return rec, reasoning_params, inference.reasoning_spec(reasoning, rec.vocab,

@@ -1,8 +1,9 @@
 """Stage `sid`: item text -> backbone embeddings -> Semantic IDs, written to WORKDIR/sid/.
 
 Outputs: `sids.json` (source item id -> list of codes), `codes.npy` ([I, L'] int32 by item index),
-`stats.json` (num_items, collision_rate, unique_ratio, usage_per_level, ...). A finished stage
-with the same inputs (data, backbone, sid config, seed) is reused.
+`stats.json` (num_items, collision_rate, unique_ratio, usage_per_level, ...), and the
+`manifest.json` of the first two. A finished stage with the same inputs (data, backbone, sid
+config, seed) and its files intact is reused.
 """
 
 import hashlib
@@ -51,11 +52,10 @@ def _fit_or_reuse(config, workdir, data, model) -> dict:
   out_dir = workdir / "sid"
   key = fingerprint(config, data.stats["fingerprint"], model.key)
   stats_path = out_dir / "stats.json"
-  if stats_path.is_file() and (out_dir / "codes.npy").is_file():
-    stats = json.loads(stats_path.read_text())
-    if stats.get("fingerprint") == key:
-      reporting.say(f"reusing Semantic IDs in {out_dir}")
-      return summarize(stats)
+  stats = json.loads(stats_path.read_text()) if stats_path.is_file() else {}
+  if stats.get("fingerprint") == key and common.intact(out_dir):
+    reporting.say(f"reusing Semantic IDs in {out_dir}")
+    return summarize(stats)
   texts = [str(t) for t in data.item_texts]
   embeddings = item_embeddings.cached_embed_texts(
       workdir / "cache" / "item_embeddings", model.key, model.cfg, model.params, model.tokenizer,
@@ -65,5 +65,6 @@ def _fit_or_reuse(config, workdir, data, model) -> dict:
   atomic.save_npy(out_dir / "codes.npy", codes.astype(np.int32))
   atomic.write_json(out_dir / "sids.json",
                     {str(item): [int(c) for c in row] for item, row in zip(data.item_ids, codes)})
+  common.write_manifest(out_dir)
   atomic.write_json(stats_path, stats)  # written last: its fingerprint marks the stage complete
   return summarize(stats)

@@ -101,6 +101,9 @@ def read(cfg) -> RawDataset:
   """Reads `meta_NAME.json` and the NAME reviews from `cfg.path`, then applies k-core."""
   folder = files.source_folder(cfg.path)
   name = files.dataset_name(folder, cfg.name, ".json", prefix="meta_")
-  rows = read_reviews(files.require_file(folder, *review_files(name)))
-  catalog = read_metadata(files.require_file(folder, f"meta_{name}.json"), {r[1] for r in rows})
+  review_path = files.require_file(folder, *review_files(name))
+  meta_path = files.require_file(folder, f"meta_{name}.json")
+  rows = read_reviews(review_path)
+  catalog = read_metadata(meta_path, {r[1] for r in rows})
+  assemble.check_text_keys((r[1] for r in rows), catalog, review_path, meta_path)
   return kcore(assemble.build(assemble.group_events(rows), catalog, cfg.missing_text), cfg.kcore)

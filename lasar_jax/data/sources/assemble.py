@@ -15,10 +15,37 @@ Rules (each change is counted in `RawDataset.drops`, never silent):
 import collections
 from collections.abc import Iterable
 
+from lasar_jax.data.errors import DataError
 from lasar_jax.data.sources.records import SPLITS, ItemText, RawDataset, Sample
 
 NO_TEXT_NOTE = "no item text in the source: text is empty and the item id stands for the title"
 MISSING_TEXT_MODES = ("drop", "keep")
+
+
+def check_text_keys(items: Iterable[str], catalog: dict[str, ItemText] | None,
+                    interactions_file, text_file) -> None:
+  """Raises DataError when no interaction item has an entry in the item-text file: the two files
+  key items differently (e.g. indices against original ids), and would be read as two disjoint
+  catalogues."""
+  items = set(items)
+  if catalog is None or not items:
+    return
+  if not items & catalog.keys():
+    raise DataError(interactions_file, f"its {len(items):,} item ids (e.g. {min(items)!r}) and "
+                    f"the {len(catalog):,} of {text_file} (e.g. {min(catalog, default='')!r}) "
+                    "have 0 in common: the two files key items differently; add the index file "
+                    "that maps one to the other, or fix the keys")
+
+
+def event_items(events: dict[str, list[tuple[str, float | None]]]) -> Iterable[str]:
+  """Every item id of user -> [(item, timestamp)] events."""
+  return (item for rows in events.values() for item, _ in rows)
+
+
+def sample_items(samples: dict[str, Iterable[Sample]]) -> Iterable[str]:
+  """Every item id (histories and targets) of split -> samples."""
+  return (item for rows in samples.values() for sample in rows
+          for item in (*sample.history, sample.target))
 
 
 def group_events(events: Iterable[tuple[str, str, float | None]]

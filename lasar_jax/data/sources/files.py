@@ -11,8 +11,10 @@ from lasar_jax.data.errors import DataError
 
 def source_folder(path: str) -> pathlib.Path:
   """The source folder of a config, which must exist."""
+  if not path:
+    raise DataError("config.data.path", "empty: set it to the source folder")
   folder = pathlib.Path(path).expanduser()
-  if not path or not folder.is_dir():
+  if not folder.is_dir():
     raise DataError(folder, "source folder does not exist (set config.data.path)")
   return folder
 
@@ -48,18 +50,29 @@ def dataset_name(folder: pathlib.Path, name: str, suffix: str, prefix: str = "")
   return names[0]
 
 
+def _not_text(path: pathlib.Path, encoding: str, error: UnicodeDecodeError, offset: int,
+              line: int) -> DataError:
+  """The DataError of bytes that do not decode: file, line, byte offset (of the uncompressed
+  text) and the bytes themselves."""
+  bad = error.object[error.start:error.end]
+  return DataError(path, f"not valid {encoding} text at byte {offset + error.start} ({bad!r}: "
+                   f"{error.reason})", line)
+
+
 def read_lines(path: pathlib.Path, encoding: str = "utf-8") -> Iterator[tuple[int, str]]:
   """(line number from 1, line without its newline) for every non-blank line of a text file."""
   opener = gzip.open if path.suffix == ".gz" else open
-  number = 0
+  number, offset = 0, 0
   try:
-    with opener(path, "rt", encoding=encoding, newline="") as f:
-      for number, line in enumerate(f, start=1):
-        line = line.rstrip("\r\n")
+    with opener(path, "rb") as f:
+      for number, raw in enumerate(f, start=1):
+        try:
+          line = raw.decode(encoding).rstrip("\r\n")
+        except UnicodeDecodeError as e:
+          raise _not_text(path, encoding, e, offset, number) from None
+        offset += len(raw)
         if line.strip():
           yield number, line
-  except UnicodeDecodeError as e:
-    raise DataError(path, f"not valid {encoding} text ({e.reason})", number + 1) from None
   except (OSError, EOFError, zlib.error) as e:
     raise DataError(path, f"cannot read file ({e})", number + 1) from None
 
@@ -68,12 +81,14 @@ def read_text(path: pathlib.Path, encoding: str = "utf-8") -> str:
   """A whole text file (plain or gzipped) as one string."""
   opener = gzip.open if path.suffix == ".gz" else open
   try:
-    with opener(path, "rt", encoding=encoding) as f:
-      return f.read()
-  except UnicodeDecodeError as e:
-    raise DataError(path, f"not valid {encoding} text ({e.reason})") from None
+    with opener(path, "rb") as f:
+      data = f.read()
   except (OSError, EOFError, zlib.error) as e:
     raise DataError(path, f"cannot read file ({e})") from None
+  try:
+    return data.decode(encoding)
+  except UnicodeDecodeError as e:
+    raise _not_text(path, encoding, e, 0, data.count(b"\n", 0, e.start) + 1) from None
 
 
 def read_json(path: pathlib.Path) -> object:

@@ -37,6 +37,8 @@ def read(cfg) -> RawDataset:
   """Reads `cfg.path`/`NAME.inter.json` and `NAME.item.json` (NAME: `cfg.name` or the only one)."""
   folder = files.source_folder(cfg.path)
   name = files.dataset_name(folder, cfg.name, ".inter.json")
-  events = read_sequences(files.require_file(folder, f"{name}.inter.json"))
-  catalog = read_catalog(files.require_file(folder, f"{name}.item.json"))
+  inter_path = files.require_file(folder, f"{name}.inter.json")
+  item_path = files.require_file(folder, f"{name}.item.json")
+  events, catalog = read_sequences(inter_path), read_catalog(item_path)
+  assemble.check_text_keys(assemble.event_items(events), catalog, inter_path, item_path)
   return assemble.build(events, catalog, cfg.missing_text)

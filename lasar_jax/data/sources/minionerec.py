@@ -86,12 +86,14 @@ def read(cfg) -> RawDataset:
   if not index.is_dir():
     raise DataError(index, "missing folder (MiniOneRec keeps item text in index/NAME.item.json)")
   name = files.dataset_name(index, cfg.name, ".item.json")
-  catalog = read_catalog(files.require_file(index, f"{name}.item.json"))
+  item_path = files.require_file(index, f"{name}.item.json")
+  catalog = read_catalog(item_path)
   paths = {split: split_file(folder, split, name) for split in SPLITS}
   for split in ("valid", "test"):
     if paths[split] is None:
       raise DataError(folder / split, f"missing file: {name}*.csv[.gz]")
   samples = {split: read_samples(paths[split]) for split in SPLITS if paths[split] is not None}
+  assemble.check_text_keys(assemble.sample_items(samples), catalog, paths["test"], item_path)
   notes = ()
   if "train" not in samples:
     samples["train"] = rebuilt_train(samples["valid"] + samples["test"])

@@ -38,4 +38,5 @@ def read(cfg) -> RawDataset:
   if text_path is not None:
     catalog = dict(read_item_line(text_path, number, line)
                    for number, line in files.read_lines(text_path))
+  assemble.check_text_keys(assemble.event_items(events), catalog, path, text_path)
   return assemble.build(events, catalog, cfg.missing_text)

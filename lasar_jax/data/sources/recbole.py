@@ -5,9 +5,15 @@ When `NAME.train.inter`, `NAME.valid.inter` and `NAME.test.inter` exist, that sp
 of leave-one-out. Their rows are either interactions (`user_id, item_id[, timestamp]`: each is the
 target of a sample whose history is all the user's earlier items, train then valid then test) or
 ready samples (`user_id, item_id_list, item_id`, the UniSRec layout).
+
+UniSRec folders number their items: the `.inter` files hold indices that `NAME.item2index`
+(`original id<TAB>index` lines) defines, while `NAME.text` is keyed by the original ids. When the
+index file is there and the text file knows more items through it, the indices are read as the
+original ids. Interaction and text files with no item id in common are refused.
 """
 
 import collections
+from collections.abc import Callable
 
 from lasar_jax.data.errors import DataError
 from lasar_jax.data.sources import assemble, files
@@ -106,6 +112,40 @@ def read_split(folder, paths: dict) -> tuple[dict[str, list[Sample]], collection
   return samples, drops
 
 
+def read_index(folder, name: str) -> tuple[dict[str, str], object] | None:
+  """({index: original id}, path) of `NAME.item2index`, or None when the folder has none."""
+  path = files.find_file(folder, f"{name}.item2index")
+  if path is None:
+    return None
+  index = {}
+  for number, line in files.read_lines(path):
+    fields = [field.strip() for field in line.split("\t")]
+    if len(fields) != 2:
+      raise DataError(path, f"expected 'original id<TAB>index', found {len(fields)} fields", number)
+    if not (number == 1 and ":" in fields[1]):  # a typed header line ('item_id:token ...')
+      index[fields[1]] = fields[0]
+  return index, path
+
+
+def original_ids(items: set[str], index, catalog: dict | None,
+                 source) -> Callable[[str], str]:
+  """item id as read -> item id of the text file: through the index when the text file knows more
+  items that way (the interactions hold indices), else unchanged."""
+  if index is None or catalog is None:
+    return str
+  table, index_path = index
+  if sum(table.get(i) in catalog for i in items) <= len(items & catalog.keys()):
+    return str
+
+  def original(item: str) -> str:
+    """The original id of an index."""
+    if item not in table:
+      raise DataError(source, f"item {item!r} is not in {index_path}")
+    return table[item]
+
+  return original
+
+
 def dataset_names(folder) -> list[str]:
   """The NAMEs of the `NAME.inter` and `NAME.<split>.inter` files in `folder`."""
   names = set()
@@ -127,10 +167,20 @@ def read(cfg) -> RawDataset:
     raise DataError(folder, f"cannot tell which *.inter dataset to read (found {names}); "
                     "set config.data.name")
   name = names[0]
-  catalog = read_catalog(folder, name)
+  catalog, index = read_catalog(folder, name), read_index(folder, name)
+  text_path = files.find_file(folder, f"{name}.text") or files.find_file(folder, f"{name}.item")
   split_paths = {split: files.find_file(folder, f"{name}.{split}.inter") for split in SPLITS}
   if all(split_paths.values()):
     samples, drops = read_split(folder, split_paths)
+    to_text = original_ids(set(assemble.sample_items(samples)), index, catalog, split_paths["test"])
+    samples = {split: [Sample(s.user, tuple(map(to_text, s.history)), to_text(s.target))
+                       for s in rows] for split, rows in samples.items()}
+    assemble.check_text_keys(assemble.sample_items(samples), catalog, split_paths["test"],
+                             text_path)
     return assemble.build_from_split(samples, catalog, drops)
-  events = read_events(files.require_file(folder, f"{name}.inter"))
+  inter_path = files.require_file(folder, f"{name}.inter")
+  events = read_events(inter_path)
+  to_text = original_ids(set(assemble.event_items(events)), index, catalog, inter_path)
+  events = {user: [(to_text(item), t) for item, t in rows] for user, rows in events.items()}
+  assemble.check_text_keys(assemble.event_items(events), catalog, inter_path, text_path)
   return assemble.build(events, catalog, cfg.missing_text)
