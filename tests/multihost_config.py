@@ -29,4 +29,5 @@ def get_config(variant: str = ""):
   config.sid.embed_max_length = 32
   config.train.buckets = (64,)
   config.train.data_threads = 0
+  config.eval.probe_times = 0  # no validation probe: these tests compare training across processes
   return config

@@ -37,6 +37,8 @@ def tiny_config():
   config.reasoning.fixed_depth = 2
   config.reasoning.num_pause = 2
   config.reasoning.policy_hidden = 32
+  # Probes shaped like the eval tests' ranking, so the compiled search serves both.
+  config.eval.update(beam_width=10, batch_size=16, ks=(1, 5, 10), probe_users=16, probe_times=2)
   return config
 
 
@@ -60,6 +62,24 @@ def test_sid_and_stage1(workdir):
   assert losses[-1] < losses[0]
   assert summaries["stage1"]["steps"] == config.train.steps
   assert (workdir / "stage1" / "model" / "config.json").is_file()
+
+
+def test_validation_probe_scores_the_trained_parameters(workdir):
+  """The probe's rows (at the evenly spaced updates) hold the valid NDCG@10 of the parameters of
+  that update: the last one equals the saved Stage-1 model ranked again on the same users."""
+  from lasar_jax import trained
+  from lasar_jax.eval import probe as probe_lib
+
+  config = tiny_config()
+  _, rows = _losses(workdir / "stage1")
+  probed = {row["step"]: row["valid_ndcg@10"] for row in rows if "valid_ndcg@10" in row}
+  assert set(probed) == {6, 12} == probe_lib.probe_updates(12, config.eval.probe_times)
+  stage = trained.load_stage(config, workdir, "stage1")
+  probe = probe_lib.make_probe(config, stage.data, stage.rec, stage.codes_il, 12, "none")
+  assert len(probe.prompt_list) == min(config.eval.probe_users, len(stage.data.valid))
+  again = probe(stage.rec.params)
+  assert again["valid_ndcg@10"] == pytest.approx(probed[12], abs=1e-9)
+  assert probe_lib.probe_updates(10, 3) == {4, 7, 10} and not probe_lib.probe_updates(10, 0)
 
 
 @pytest.mark.parametrize("mode", MODES)
