@@ -47,7 +47,8 @@ def _ranker(name: str, config: ml_collections.ConfigDict, data: PreparedData, ou
     from lasar_jax.baselines import sasrec  # local: the counting baselines need no jax
     cfg = config.baselines.sasrec
     params, fit_summary = sasrec.fit(data, cfg, config.seed, out_dir)
-    return (lambda split: sasrec.rank(params, cfg, data.num_items, split, k)), fit_summary
+    return (lambda split: sasrec.rank(params, cfg, data.num_items, split, k,
+                                      cfg.eval_batch_size)), fit_summary
   raise ValueError(f"unknown baseline {name!r}; known: {', '.join(NAMES)}")
 
 
