@@ -40,7 +40,8 @@ _WORKDIR = flags.DEFINE_string(
 _DEBUG = flags.DEFINE_bool(
     "debug", False, "Show the full traceback of an expected failure (bad data, NaN stop, ...) "
     "instead of its one-line message.")
-_DISTRIBUTED = flags.DEFINE_enum(  # values of distributed.MODES, spelled out: no jax before validation
+# The values of distributed.MODES, spelled out: no jax before the config is validated.
+_DISTRIBUTED = flags.DEFINE_enum(
     "distributed", "auto", ("auto", "on", "off"), "Start jax.distributed (one process per host, "
     "all devices in one global mesh): 'on' always, 'off' never, 'auto' when the environment shows "
     "a multi-process launch (TPU pod worker, SLURM job of several tasks, JAX_COORDINATOR_ADDRESS "

@@ -44,7 +44,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, dict]:
   with workdir_lock.hold(workdir) if distributed.is_primary() else contextlib.nullcontext():
     for name in names:
       summaries[name] = STAGES[name](config, workdir)
-      if name == "sid" and "grpo" in names:  # a GRPO setting the SIDs rule out fails before training
+      if name == "sid" and "grpo" in names:  # a GRPO setting the SIDs rule out fails early
         grpo_stage.check_prefix_credit(config, workdir)
   for name, summary in summaries.items():
     reporting.print_table(f"{name} ({workdir})", summary)

@@ -96,7 +96,7 @@ def test_second_run_refused_kill9_mid_checkpoint_resumes_damaged_stages_rebuilt(
   complete = max(int(p.name) for p in checkpoint.step_dirs(checkpoints))
   assert complete < STAGE1_STEPS
 
-  resumed = _run_main(main_env, workdir, *STAGE1_ARGS)  # the same command; the dead run's lock is free
+  resumed = _run_main(main_env, workdir, *STAGE1_ARGS)  # same command; the lock died with its run
   assert resumed.returncode == 0, resumed.stderr
   summary = json.loads((workdir / "stage1" / "summary.json").read_text())
   assert (summary["start_step"], summary["steps"]) == (complete, STAGE1_STEPS)
@@ -125,7 +125,8 @@ def test_expected_failure_is_one_line_and_debug_shows_the_traceback(tmp_path, ma
   source.mkdir()
   sources_test.write(source / "Toys.inter.json", '{"u1": ["a", "b",')
   sources_test.write(source / "Toys.item.json", '{"a": {"title": "A"}}')
-  args = ("--config=configs/sid.py:tiny", "--config.data.format=lcrec", f"--config.data.path={source}")
+  args = ("--config=configs/sid.py:tiny", "--config.data.format=lcrec",
+          f"--config.data.path={source}")
   quiet = _run_main(main_env, tmp_path / "run", *args, timeout=120)
   assert quiet.returncode == 2
   assert quiet.stderr.splitlines() == [
@@ -209,8 +210,8 @@ def test_damaged_latest_checkpoint_falls_back_to_the_previous(tmp_path, capsys, 
   manager = checkpoint.make_manager(directory, keep=3)
   assert manager.latest_step() == 1
   aside = tmp_path / checkpoint.DAMAGED_DIR / "2"
-  assert capsys.readouterr().err == (f"warning: checkpoint {directory / '2'} is damaged ({reason}); "
-                                     f"moved to {aside}, resuming from step 1\n")
+  assert capsys.readouterr().err == (f"warning: checkpoint {directory / '2'} is damaged "
+                                     f"({reason}); moved to {aside}, resuming from step 1\n")
   np.testing.assert_array_equal(checkpoint.restore(manager, target)["w"], np.arange(4.0))
   manager.close()
 
@@ -272,8 +273,8 @@ def test_negative_stage_steps_are_refused_not_read_as_unset():
 def test_settings_that_cannot_change_results_are_not_part_of_the_identity():
   config = chain.get_config("tiny")
   key = common.fingerprint(config.train, config.grpo)
-  config.train.update(checkpoint_every=7, log_every=3, keep_checkpoints=1, async_checkpointing=False,
-                      data_threads=5)
+  config.train.update(checkpoint_every=7, log_every=3, keep_checkpoints=1,
+                      async_checkpointing=False, data_threads=5)
   config.grpo.update(log_every=4, checkpoint_every=9)
   assert common.fingerprint(config.train, config.grpo) == key
   config.train.learning_rate = 1e-3
@@ -283,11 +284,14 @@ def test_settings_that_cannot_change_results_are_not_part_of_the_identity():
 def test_stage_of_other_settings_names_what_differs_and_how_to_start_over(tmp_path):
   config = chain.get_config("tiny")
   stage = tmp_path / "stage1"
-  (stage / "checkpoints").mkdir(parents=True)
+  (stage / "checkpoints").mkdir(parents=True)  # a run stopped before its first checkpoint
   inputs = common.stage_inputs(train=config.train, seed=0)
   common.claim_stage_dir(stage, common.fingerprint(inputs), inputs)
   config.train.learning_rate = 1e-3
   changed = common.stage_inputs(train=config.train, seed=0)
+  common.claim_stage_dir(stage, common.fingerprint(changed), changed)  # nothing to resume: fine
+  common.claim_stage_dir(stage, common.fingerprint(inputs), inputs)
+  (stage / "checkpoints" / "2").mkdir()
   with pytest.raises(common.StageConflictError) as error:
     common.claim_stage_dir(stage, common.fingerprint(changed), changed)
   assert str(error.value) == (

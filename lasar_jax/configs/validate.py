@@ -37,12 +37,12 @@ POSITIVE = (
     "cot.min_steps", "cot.llm_max_new_tokens", "cot.max_step_tokens", "eval.beam_width",
     "eval.batch_size", "eval.max_rationale_tokens", "train.steps", "train.batch_size",
     "train.grad_accum", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
-    "train.data_threads", "grpo.prompts_per_step", "grpo.steps", "grpo.log_every",
+    "grpo.prompts_per_step", "grpo.steps", "grpo.log_every",
     "grpo.checkpoint_every")
 # Keys whose value must be an integer >= 0 (0 meaning what the key's comment says).
 NON_NEGATIVE = ("sft.stage1_steps", "reasoning.stage2_steps", "reasoning.stage2_samples",
                 "eval.max_users", "train.warmup_steps", "grpo.warmup_steps", "data.kcore",
-                "data.max_description_chars", "sid.dead_code_every")
+                "data.max_description_chars", "sid.dead_code_every", "train.data_threads")
 # Keys whose value must be a number > 0.
 POSITIVE_NUMBER = ("train.learning_rate", "grpo.learning_rate", "grpo.policy_learning_rate",
                    "grpo.temperature", "reasoning.tau")
@@ -192,7 +192,8 @@ def _check_batches(config: ml_collections.ConfigDict) -> None:
   for axis in ("data", "fsdp", "tensor"):
     size = config.mesh[axis]
     if size == 0 or size < -1:
-      raise ConfigError(f"--config.mesh.{axis}={size} must be a positive size or -1 (all remaining)")
+      raise ConfigError(f"--config.mesh.{axis}={size} must be a positive size or -1 (all "
+                        "remaining)")
 
 
 def validate(config: ml_collections.ConfigDict) -> None:

@@ -18,6 +18,7 @@ import ml_collections
 from lasar_jax import atomic, distributed, reporting
 from lasar_jax import backbone as backbone_lib
 from lasar_jax.data.prepare import PreparedData, prepare
+from lasar_jax.train import checkpoint
 
 SUMMARY_FILE = "summary.json"  # written last by a stage; its fingerprint marks the stage complete
 MANIFEST_FILE = "manifest.json"  # written just before the summary: every file of the stage, sized
@@ -218,7 +219,7 @@ def claim_stage_dir(stage_dir: pathlib.Path, key: str, inputs: dict | None = Non
   marker = stage_dir / INPUTS_FILE
   if marker.is_file():
     previous = json.loads(marker.read_text())
-    if previous.get("fingerprint") != key and (stage_dir / "checkpoints").exists():
+    if previous.get("fingerprint") != key and checkpoint.step_dirs(stage_dir / "checkpoints"):
       changed = (_changed_settings(previous["inputs"], inputs)
                  if previous.get("inputs") is not None and inputs is not None
                  else f"inputs {previous.get('fingerprint')}, now {key}")
