@@ -224,17 +224,9 @@ def train(config: ml_collections.ConfigDict, stage_dir, *, cfg: ModelConfig,
       if summary["compile_s"] is None:
         jax.block_until_ready(step_metrics)
         summary["compile_s"] = time.perf_counter() - t0
-      if pending is not None:
-        finish(*pending)
-      pending = (update, step_metrics)
-      if probe is not None and probe.due(update):
-        finish(*pending, probed=probe(state.params))
-        pending = None
-      if update % c.checkpoint_every == 0 or update == c.steps:
-        if pending is not None:
-          finish(*pending)
-          pending = None
-        checkpoint.save(manager, update, state, iterator)
+      pending = loop.settle(pending, (update, step_metrics), state, finish, probe,
+                            update % c.checkpoint_every == 0 or update == c.steps,
+                            lambda: checkpoint.save(manager, update, state, iterator))  # noqa: B023
   finally:
     progress.close()
     manager.wait_until_finished()

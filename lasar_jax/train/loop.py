@@ -208,6 +208,28 @@ class _Meter:
     return self.timed_tokens / max(time.perf_counter() - self.first_done, 1e-9)
 
 
+def settle(previous: tuple | None, current: tuple, state: TrainState, finish: Callable, probe,
+           checkpoint_due: bool, save: Callable[[], None]) -> tuple | None:
+  """The host side of a training loop once update `current[0]` is dispatched.
+
+  Reads back the previous update (`finish(*previous)`) while the device runs this one; when the
+  probe is due, finishes this update with its scores of `state.params`; when a checkpoint is due,
+  finishes this update and calls `save()`. Returns what is left to finish (this update or None).
+  `current` is `(update, *device values)`, what `finish` takes.
+  """
+  if previous is not None:
+    finish(*previous)
+  if probe is not None and probe.due(current[0]):
+    finish(*current, probed=probe(state.params))
+    current = None
+  if checkpoint_due:
+    if current is not None:
+      finish(*current)
+      current = None
+    save()
+  return current
+
+
 def train(loss_fn: LossFn, params, data, train_config: ml_collections.ConfigDict, *, seed: int,
           stage_dir, pad_values: Mapping[str, int] | None = None,
           mesh: jax.sharding.Mesh | None = None,
@@ -308,18 +330,9 @@ def train(loss_fn: LossFn, params, data, train_config: ml_collections.ConfigDict
           jax.block_until_ready(step_metrics)
           summary["compile_s"] = time.perf_counter() - t0
         micro_metrics.append(step_metrics)
-      if pending is not None:
-        finish(*pending)
-      pending = (update, micro_metrics, tokens)
-      probing = probe is not None and probe.due(update)
-      if probing:
-        finish(*pending, probed=probe(state.params))
-        pending = None
-      if update % c.checkpoint_every == 0 or update == c.steps:
-        if pending is not None:
-          finish(*pending)
-          pending = None
-        checkpoint.save(manager, update, state, iterator)
+      pending = settle(pending, (update, micro_metrics, tokens), state, finish, probe,
+                       update % c.checkpoint_every == 0 or update == c.steps,
+                       lambda: checkpoint.save(manager, update, state, iterator))  # noqa: B023
   finally:
     progress.close()
     manager.wait_until_finished()
