@@ -25,3 +25,12 @@ def shared_data() -> pathlib.Path:
   if not SHARED_DATA.is_dir():
     pytest.skip(f"shared data folder {SHARED_DATA} is absent")
   return SHARED_DATA
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _free_compiled_programs():
+  """Drops jax's compiled programs after each test module: a worker runs many modules, and their
+  beam searches, train steps and probes would otherwise stay in memory to the end."""
+  yield
+  import jax  # noqa: PLC0415 (imported late: XLA_FLAGS above must be set first)
+  jax.clear_caches()
