@@ -11,8 +11,8 @@ import ml_collections
 
 from lasar_jax import distributed, reporting, workdir_lock
 from lasar_jax.configs import validate
-from lasar_jax.stages import (backbone_stage, eval_stage, grpo_stage, ground_stage, latent_stage,
-                              sid_stage)
+from lasar_jax.stages import (backbone_stage, compare_stage, eval_stage, grpo_stage, ground_stage,
+                              latent_stage, sid_stage)
 
 
 # Stage name -> function(config, workdir) -> summary dict.
@@ -23,6 +23,7 @@ STAGES = {
     "stage2": latent_stage.run,
     "grpo": grpo_stage.run,
     "eval": eval_stage.run,
+    "compare": compare_stage.run,
 }
 # What the end-to-end job runs, in order (grows as stages are added).
 CHAIN = ("sid", "stage1", "stage2", "grpo", "eval")

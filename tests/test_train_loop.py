@@ -186,3 +186,5 @@ def test_non_finite_parameters_are_reported_with_the_step():
   with pytest.raises(loop.NonFiniteError,
                      match=r"^step 4: non-finite loss term 'ce' \(ce=inf, loss=inf\)"):
     loop.check_finite(4, {"loss": np.inf, "ce": np.inf, loop.PARAMS_FINITE: 0.0})
+  with pytest.raises(loop.NonFiniteError, match=r"^step 5: non-finite gradient norm \(grad_norm=nan"):
+    loop.check_finite(5, {"loss": 1.0, "grad_norm": np.nan, loop.PARAMS_FINITE: 1.0})

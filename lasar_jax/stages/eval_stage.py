@@ -16,7 +16,6 @@ import pathlib
 import ml_collections
 
 from lasar_jax import evaluation, trained
-from lasar_jax.sft import rec_model
 from lasar_jax.stages import common, grpo_stage, ground_stage, latent_stage, sid_stage
 
 SUMMARY_METRICS = ("recall@10", "ndcg@10", "recall@20", "ndcg@20", "avg_depth",
@@ -38,7 +37,7 @@ def candidates(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> list
   for name, directory, stage_mode in ((grpo_dir.name, grpo_dir, mode),
                                       (stage2_dir.name, stage2_dir, mode),
                                       ("stage1", stage1_dir, "none")):
-    if (directory / common.SUMMARY_FILE).is_file() and rec_model.is_saved(directory):
+    if (directory / common.SUMMARY_FILE).is_file() and common.manifest_problem(directory) is None:
       found.append((name, directory, stage_mode))
   if not found or found[0][0] == "stage1":
     # Stage 1 alone is not a model of `mode`: scoring it into eval_<mode>/ would pass it off as one.

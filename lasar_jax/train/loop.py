@@ -125,8 +125,9 @@ def check_finite(step: int, step_metrics: Mapping[str, Any]) -> None:
                key=lambda name: (name == "loss", name))
   if bad:
     values = ", ".join(f"{name}={float(step_metrics[name])}" for name in bad)
-    raise NonFiniteError(f"step {step}: non-finite loss term {bad[0]!r} ({values}); training "
-                         f"stopped, the state of this step is not saved")
+    what = "gradient norm" if bad[0] == "grad_norm" else f"loss term {bad[0]!r}"
+    raise NonFiniteError(f"step {step}: non-finite {what} ({values}); training stopped, the "
+                         f"state of this step is not saved")
   if PARAMS_FINITE in step_metrics and not step_metrics[PARAMS_FINITE]:
     raise NonFiniteError(f"step {step}: parameters became non-finite after the update (every loss "
                          f"term was finite); training stopped, the state of this step is not saved")
