@@ -110,9 +110,9 @@ def per_user_ndcg(out_dir, data, max_users: int = 0, k: int = 10) -> np.ndarray:
 
 
 def mean_std(values) -> dict:
-  """{'mean', 'std'} of per-seed values (std 0 for one seed)."""
+  """{'mean', 'std'} of per-seed values (std None for one seed: nothing to estimate it from)."""
   values = np.asarray(values, np.float64)
-  return {"mean": float(values.mean()), "std": float(values.std(ddof=1) if len(values) > 1 else 0.0)}
+  return {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else None}
 
 
 def reported_metrics(ks) -> list[str]:
@@ -152,9 +152,11 @@ def add_intervals(rows: list[dict], records: dict, config, widths) -> None:
 
 
 def _cell(stat: dict | None, digits: int = 4) -> str:
-  """'mean ± std' of a summarized value (or '-')."""
+  """'mean ± std' of a summarized value ('mean' alone for one seed; '-' for none)."""
   if stat is None:
     return "-"
+  if stat["std"] is None:
+    return f"{stat['mean']:.{digits}f}"
   return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
 
 
@@ -169,12 +171,15 @@ def results_markdown(results: dict) -> str:
           ["avg depth", "ms/user", "train s", f"{reference} − row, N@10 [95% CI]"])
   lines = [f"# Comparison on {results['dataset']}", "",
            f"{results['users']:,} test users, {results['items']:,} items; seeds "
-           f"{', '.join(map(str, results['seeds']))}; mean ± std over seeds; test columns at beam "
+           f"{', '.join(map(str, results['seeds']))}"
+           f"{' (mean ± std over seeds)' if len(results['seeds']) > 1 else ' (one seed: no std)'}; "
+           f"test columns at beam "
            f"{first} (baselines rank {results['list_length']} items, whatever the beam); the last "
            f"column is a paired bootstrap over users ({results['bootstrap_resamples']} resamples) "
            f"of the per-user test NDCG@10 difference averaged over seeds. Train s: Stage 1 + "
            f"Stage 2 (+ GRPO) for a mode, fitting for a baseline. Machine: {results['machine']}; "
-           f"this run: {results['wall_s'] / 60:.1f} min (finished work reused).", "",
+           f"this invocation: {results['wall_s'] / 60:.1f} min (work finished earlier is reused, "
+           f"so each row's own cost is its train s).", "",
            "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
   for row in results["rows"]:
     interval = row.get(f"{reference}_minus_ndcg@10")
