@@ -81,3 +81,13 @@ def test_finished_comparison_is_reused(compared, monkeypatch):
 def test_unknown_model_is_refused():
   with pytest.raises(ValueError, match="unknown model 'sasrek'"):
     compare_stage.parse_models("sasrek,lasar")
+
+
+def test_probe_settings_are_not_part_of_an_eval_identity():
+  from lasar_jax.stages import common
+  config = compare_config()
+  before = common.fingerprint(config.eval)
+  config.eval.update(probe_users=7, probe_times=5)
+  assert common.fingerprint(config.eval) == before  # the probe cannot change any score
+  config.eval.beam_width = 11
+  assert common.fingerprint(config.eval) != before

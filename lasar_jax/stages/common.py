@@ -26,10 +26,11 @@ INPUTS_FILE = "inputs.json"  # written when a stage starts: the inputs its check
 # Top-level entries of a stage directory its manifest leaves out: working state that changes after
 # the stage finished (orbax keeps rotating checkpoints, TensorBoard appends) and nested stages.
 NOT_IN_MANIFEST = ("checkpoints", "tensorboard", "eval", SUMMARY_FILE, MANIFEST_FILE)
-# Settings of config.train / config.grpo that cannot change a stage's results (how often it logs
-# and checkpoints, how many checkpoints it keeps, how batches are prepared): not in its identity.
+# Settings of config.train / config.grpo / config.eval that cannot change a stage's results (how
+# often it logs, checkpoints and probes validation, how many checkpoints it keeps, how batches are
+# prepared): not in its identity.
 RUN_ONLY_KEYS = ("checkpoint_every", "log_every", "keep_checkpoints", "async_checkpointing",
-                 "data_threads")
+                 "data_threads", "probe_users", "probe_times")
 FEW_USERS = 10  # fewer users than this: metrics are noise (warned)
 
 
