@@ -34,13 +34,14 @@ def baseline_dir(workdir: pathlib.Path, name: str) -> pathlib.Path:
 def _ranker(name: str, config: ml_collections.ConfigDict, data: PreparedData, out_dir):
   """(rank(split) -> [N, k] item indices, fit summary) of baseline `name`, trained if it learns."""
   k = min(config.baselines.list_length, data.num_items)
-  counts = popularity.count_items(data.training_sequences(), data.num_items)
+  training = data.training_sequences()
+  counts = popularity.count_items(training, data.num_items)
   if name == "most_popular":
     ranking = popularity.popularity_ranking(counts, data.num_items, k)
     return lambda split: np.tile(ranking, (len(split), 1)), {}
   if name == "transition":
     cfg = config.baselines.transition
-    matrix = transition.transition_counts(data.training_sequences(), data.num_items)
+    matrix = transition.transition_counts(training, data.num_items)
     return (lambda split: transition.rank(matrix, counts, split.histories, split.lengths, k,
                                           cfg.last_items, cfg.decay)), {}
   if name == "sasrec":

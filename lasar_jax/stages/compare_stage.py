@@ -99,10 +99,15 @@ def run_baseline(config, workdir: pathlib.Path, seed: int, name: str, data) -> d
           "dirs": {width: out_dir for width in config.compare.beam_widths}, "data": data}
 
 
+def scored_users(data, max_users: int) -> int:
+  """How many test users the evaluation scores (the first `max_users`; 0: all)."""
+  return len(data.test) if max_users <= 0 else min(max_users, len(data.test))
+
+
 def per_user_ndcg(out_dir, data, max_users: int = 0, k: int = 10) -> np.ndarray:
   """Test NDCG@k of every scored test user (the first `max_users`; 0: all), in `data.test` order,
   read back from the exported lists by the independent scorer. [U] float64"""
-  count = len(data.test) if max_users <= 0 else min(max_users, len(data.test))
+  count = scored_users(data, max_users)
   targets = {str(data.user_ids[u]): str(data.item_ids[t])
              for u, t in zip(data.test.users[:count], data.test.targets[:count])}
   ranks = scorer.target_ranks(pathlib.Path(out_dir) / "test_predictions.jsonl", targets)
@@ -219,8 +224,7 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
   rows = [summarize_row(name, records[name], widths, reported) for name in names]
   add_intervals(rows, records, config, widths)
   results = {"dataset": data.stats.get("name") or data.stats.get("path") or data.stats["format"],
-             "users": len(per_user_ndcg(records[names[0]][0]["dirs"][widths[0]], data,
-                                        config.eval.max_users)),
+             "users": scored_users(data, config.eval.max_users),
              "items": data.num_items, "seeds": list(range(c.seeds)),
              "beam_widths": list(widths), "reference": c.reference, "reported": reported,
              "list_length": config.baselines.list_length,
